@@ -1,0 +1,275 @@
+"""VapourSynth frames <-> torch tensors.
+
+The networks see RGB float in ``[0, 1]`` as ``(B, 3, H, W)`` tensors.  Every constant
+GRAY, RGB and YUV (4:4:4, 4:2:2, 4:2:0, 4:1:1, 4:4:0) format with 8 to 16-bit integer or
+16/32-bit float samples is accepted; the output frame has the input's format and size.
+
+Conversions
+-----------
+* RGB: integer samples are divided by the peak ``2**bits - 1`` (full range, whatever
+  ``_ColorRange`` says); float samples are used as they are.
+* GRAY: the plane is repeated into three channels; on the way back the three channels
+  are averaged.
+* YUV: converted with the frame's ``_Matrix`` (709, 470bg/170m (601), 240m, FCC,
+  2020ncl) and ``_ColorRange`` props.  Absent or unspecified, the matrix defaults to
+  709 for frames at least 1280 wide or taller than 576 and to 601 (170m) otherwise, and
+  the range to limited for integer samples.  Float YUV is always full range, chroma
+  centred on 0.  Chroma planes are brought to full size by pixel repetition and back by
+  averaging each subsampling block, which makes the pair an exact inverse.
+* Values are not clipped on the way in (out-of-gamut YUV stays out of ``[0, 1]``), only
+  when integer samples are written back.
+
+Exactness without a network (frame -> tensor -> frame)
+------------------------------------------------------
+* integer RGB and GRAY: bit-exact; float RGB and GRAY: exact.
+* integer YUV: within 1 code value per sample (in practice exact; the float32 matrix
+  round trip stays far below half a code value).  Float YUV: within 1e-5 (fp32) or one
+  half-float ulp (fp16).
+
+Performance
+-----------
+Planes are read straight from the frame's memory (strided views, no intermediate copy):
+on the CPU they are converted to float32 in one pass; on CUDA the raw integer samples go
+through per-thread pinned staging buffers with non-blocking copies, and all arithmetic
+runs on the GPU.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import vapoursynth as vs
+
+from .errors import value_error
+
+__all__ = ["FrameBridge", "pad_to_modulo", "check_format", "MATRICES", "default_matrix"]
+
+# _Matrix prop value -> (Kr, Kb)
+MATRICES: Mapping[int, tuple[float, float]] = {
+    1: (0.2126, 0.0722),  # BT.709
+    4: (0.30, 0.11),  # FCC
+    5: (0.299, 0.114),  # BT.470bg (601)
+    6: (0.299, 0.114),  # SMPTE 170m (601)
+    7: (0.212, 0.087),  # SMPTE 240m
+    9: (0.2627, 0.0593),  # BT.2020 non-constant luminance
+}
+_MATRIX_UNSPECIFIED = 2
+
+
+def default_matrix(width: int, height: int) -> int:
+    """The matrix assumed for a YUV frame without a usable ``_Matrix`` prop."""
+    return 1 if (width >= 1280 or height > 576) else 6
+
+
+def check_format(clip: vs.VideoNode, *, func: str) -> vs.VideoFormat:
+    """Refuse what the bridge can't take: variable format or size, and odd sample types."""
+    if clip.format is None or clip.format.id == vs.PresetVideoFormat.NONE:
+        raise value_error(func, "clip", "a clip of constant format", clip,
+                          "Convert it to one format first, e.g. with resize.Bicubic(format=vs.YUV420P8)")
+    if clip.width == 0 or clip.height == 0:
+        raise value_error(func, "clip", "a clip of constant size", clip,
+                          "Resize it to one size first, e.g. with resize.Bicubic(width=..., height=...)")
+    fmt = clip.format
+    if fmt.color_family not in (vs.GRAY, vs.RGB, vs.YUV):
+        raise value_error(func, "clip", "a GRAY, RGB or YUV clip", clip)
+    if fmt.sample_type == vs.INTEGER and not 8 <= fmt.bits_per_sample <= 16:
+        raise value_error(func, "clip", "8 to 16-bit integer or 16/32-bit float samples", clip)
+    if fmt.sample_type == vs.FLOAT and fmt.bits_per_sample not in (16, 32):
+        raise value_error(func, "clip", "8 to 16-bit integer or 16/32-bit float samples", clip)
+    return fmt
+
+
+@dataclass(frozen=True)
+class _Yuv:
+    kr: float
+    kb: float
+    y_off: float
+    y_scale: float
+    c_off: float
+    c_scale: float
+
+
+class FrameBridge:
+    """Converts frames of one format and size to tensors on ``device`` and back.
+
+    Thread-safe: callbacks of several VapourSynth threads may use one bridge at once.
+    """
+
+    def __init__(self, fmt: vs.VideoFormat, width: int, height: int, *,
+                 device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.format = fmt
+        self.width = width
+        self.height = height
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.family = fmt.color_family
+        self.is_float = fmt.sample_type == vs.FLOAT
+        self.bits = fmt.bits_per_sample
+        self.peak = 1.0 if self.is_float else float((1 << self.bits) - 1)
+        self.ss_w = fmt.subsampling_w
+        self.ss_h = fmt.subsampling_h
+        if self.is_float:
+            self.np_dtype = np.float16 if self.bits == 16 else np.float32
+        else:
+            self.np_dtype = np.uint8 if fmt.bytes_per_sample == 1 else np.uint16
+        self.plane_shapes = [
+            (height >> (self.ss_h if p else 0), width >> (self.ss_w if p else 0))
+            for p in range(fmt.num_planes)
+        ]
+        self._cuda = self.device.type == "cuda"
+        self._local = threading.local()
+        self._yuv_cache: dict[tuple[int, int], _Yuv] = {}
+        self._yuv_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ frame -> tensor
+    def to_tensor(self, frames: Sequence[vs.VideoFrame]) -> torch.Tensor:
+        """``(len(frames), 3, H, W)`` RGB tensor of the bridge's dtype on its device."""
+        rgb = [self._frame_to_rgb(f) for f in frames]
+        out = torch.stack(rgb) if len(rgb) > 1 else rgb[0].unsqueeze(0)
+        return out.to(self.dtype)
+
+    def _frame_to_rgb(self, frame: vs.VideoFrame) -> torch.Tensor:
+        planes = [self._upload(np.asarray(frame[p]), p) for p in range(self.format.num_planes)]
+        if self.family == vs.GRAY:
+            x = planes[0] if self.is_float else planes[0] / self.peak
+            return x.unsqueeze(0).expand(3, -1, -1)
+        if self.family == vs.RGB:
+            x = torch.stack(planes)
+            return x if self.is_float else x / self.peak
+        c = self._yuv(frame.props)
+        y = (planes[0] - c.y_off) / c.y_scale
+        u = self._upsample((planes[1] - c.c_off) / c.c_scale)
+        v = self._upsample((planes[2] - c.c_off) / c.c_scale)
+        r = y + (2.0 * (1.0 - c.kr)) * v
+        b = y + (2.0 * (1.0 - c.kb)) * u
+        g = (y - c.kr * r - c.kb * b) / (1.0 - c.kr - c.kb)
+        return torch.stack((r, g, b))
+
+    def _upload(self, arr: np.ndarray, plane: int) -> torch.Tensor:
+        """One plane as float32 raw sample values on the device."""
+        if not self._cuda:
+            buf = np.empty(arr.shape, dtype=np.float32)
+            np.copyto(buf, arr)
+            return torch.from_numpy(buf)
+        staging, event = self._staging("up", plane, arr.shape)
+        event.synchronize()  # the previous copy out of this buffer has finished
+        np.copyto(staging.numpy().view(self.np_dtype), arr)
+        raw = staging.to(self.device, non_blocking=True)
+        event.record()
+        if self.np_dtype == np.uint16:  # staged as int16: undo the sign
+            return (raw.to(torch.int32) & 0xFFFF).to(torch.float32)
+        return raw.to(torch.float32)
+
+    # ------------------------------------------------------------------ tensor -> frame
+    def write(self, rgb: torch.Tensor, frame: vs.VideoFrame) -> None:
+        """Write a ``(3, H, W)`` (or ``(1, 3, H, W)``) RGB tensor into a writable frame.
+
+        ``frame`` must have the bridge's format and size; its props choose the YUV matrix.
+        """
+        if rgb.dim() == 4:
+            rgb = rgb[0]
+        x = rgb.to(torch.float32)
+        if self.family == vs.GRAY:
+            r, g, b = x.unbind(0)
+            gray = g + ((r - g) + (b - g)) / 3.0  # exactly g when the channels agree
+            planes = [gray if self.is_float else gray * self.peak]
+        elif self.family == vs.RGB:
+            planes = list(x.unbind(0)) if self.is_float else list((x * self.peak).unbind(0))
+        else:
+            c = self._yuv(frame.props)
+            r, g, b = x.unbind(0)
+            y = c.kr * r + (1.0 - c.kr - c.kb) * g + c.kb * b
+            u = self._downsample((b - y) / (2.0 * (1.0 - c.kb)))
+            v = self._downsample((r - y) / (2.0 * (1.0 - c.kr)))
+            planes = [y * c.y_scale + c.y_off, u * c.c_scale + c.c_off, v * c.c_scale + c.c_off]
+        for p, plane in enumerate(planes):
+            self._download(plane, np.asarray(frame[p]), p)
+
+    def _download(self, plane: torch.Tensor, dest: np.ndarray, index: int) -> None:
+        if self.is_float:
+            data = plane.to(torch.float16 if self.bits == 16 else torch.float32)
+        else:
+            data = plane.round_().clamp_(0.0, self.peak)
+            data = data.to(torch.uint8) if self.np_dtype == np.uint8 else data.to(torch.int32)
+        if not self._cuda:
+            src = data.numpy()
+        else:
+            staging, _ = self._staging("down", index, dest.shape)
+            if data.dtype == torch.int32:  # 16-bit samples travel as int16 (same bits)
+                data = torch.where(data > 32767, data - 65536, data).to(torch.int16)
+            staging.copy_(data, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            src = staging.numpy()
+        if src.dtype == np.int16:
+            src = src.view(np.uint16)
+        np.copyto(dest, src, casting="unsafe")
+
+    # ------------------------------------------------------------------ helpers
+    def _staging(self, direction: str, plane: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.cuda.Event]:
+        """Per-thread pinned buffer (and the event guarding its last copy)."""
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        key = (direction, plane)
+        entry = pool.get(key)
+        if entry is None:
+            tdtype = {np.uint8: torch.uint8, np.uint16: torch.int16,
+                      np.float16: torch.float16, np.float32: torch.float32}[self.np_dtype]
+            buf = torch.empty(shape, dtype=tdtype, pin_memory=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+            entry = pool[key] = (buf, event)
+        return entry
+
+    def _yuv(self, props: Mapping) -> _Yuv:
+        matrix = int(props.get("_Matrix", _MATRIX_UNSPECIFIED))
+        if matrix == _MATRIX_UNSPECIFIED:
+            matrix = default_matrix(self.width, self.height)
+        full = self.is_float or int(props.get("_ColorRange", 1)) == 0
+        key = (matrix, int(full))
+        cached = self._yuv_cache.get(key)
+        if cached is not None:
+            return cached
+        if matrix not in MATRICES:
+            raise ValueError(
+                f"vs_vgan: _Matrix must be one of {sorted(MATRICES)} (or 2, unspecified) for YUV "
+                f"input; got {matrix}. Convert the clip to RGB first with resize.Bicubic(format=vs.RGBS)"
+            )
+        kr, kb = MATRICES[matrix]
+        if self.is_float:
+            c = _Yuv(kr, kb, 0.0, 1.0, 0.0, 1.0)
+        elif full:
+            c = _Yuv(kr, kb, 0.0, self.peak, float(1 << (self.bits - 1)), self.peak)
+        else:
+            s = float(1 << (self.bits - 8))
+            c = _Yuv(kr, kb, 16.0 * s, 219.0 * s, 128.0 * s, 224.0 * s)
+        with self._yuv_lock:
+            self._yuv_cache[key] = c
+        return c
+
+    def _upsample(self, c: torch.Tensor) -> torch.Tensor:
+        if self.ss_h:
+            c = c.repeat_interleave(1 << self.ss_h, dim=0)
+        if self.ss_w:
+            c = c.repeat_interleave(1 << self.ss_w, dim=1)
+        return c
+
+    def _downsample(self, c: torch.Tensor) -> torch.Tensor:
+        if not (self.ss_h or self.ss_w):
+            return c
+        return F.avg_pool2d(c[None, None], kernel_size=(1 << self.ss_h, 1 << self.ss_w))[0, 0]
+
+
+def pad_to_modulo(x: torch.Tensor, modulo: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Pad ``(..., H, W)`` on the right and bottom to multiples of ``modulo`` (edge
+    replication) and return the padded tensor with the function that crops it back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % modulo, (-w) % modulo
+    if ph == 0 and pw == 0:
+        return x, lambda y: y
+    padded = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return padded, lambda y: y[..., :h, :w]

@@ -1,0 +1,93 @@
+"""The registry of models: plain data, no imports of architectures."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..errors import type_error, value_error
+
+__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODEL", "get_spec", "list_models"]
+
+# architecture name -> "module:Class", imported lazily by the loader
+ARCHITECTURES: Mapping[str, str] = MappingProxyType({
+    "blend": "vs_vgan.models.blend:LinearBlend",
+    "flow": "vs_vgan.models.flownet:FlowInterpolator",
+})
+
+TASKS = ("interpolate", "predict")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build, verify and run one model.
+
+    ``weights`` is a file name inside the package's weights folder, an absolute path, or
+    None for a model without parameters; ``sha256`` is required whenever ``weights`` is set.
+    ``modulo``: input height and width are padded to a multiple of it.  ``num_inputs``:
+    frames the network takes (2 for interpolation between a pair).
+    """
+
+    name: str
+    task: str
+    arch: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    sha256: str | None = None
+    modulo: int = 1
+    num_inputs: int = 2
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"ModelSpec {self.name!r}: task must be one of {TASKS}; got {self.task!r}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"ModelSpec {self.name!r}: arch must be one of {sorted(ARCHITECTURES)}; got {self.arch!r}")
+        if self.weights is not None and not self.sha256:
+            raise ValueError(f"ModelSpec {self.name!r}: a weights file needs its sha256")
+        if self.modulo < 1:
+            raise ValueError(f"ModelSpec {self.name!r}: modulo must be >= 1; got {self.modulo}")
+        object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
+
+    def __hash__(self) -> int:  # kwargs is a mapping: hash its items
+        return hash((self.name, self.task, self.arch, tuple(sorted(self.kwargs.items())),
+                     self.weights, self.sha256, self.modulo, self.num_inputs))
+
+
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="blend",
+            task="interpolate",
+            arch="blend",
+            description="Linear cross-fade of the two neighbours (baseline; no motion compensation).",
+        ),
+    )
+})
+
+# Until the trained GAN interpolator ships, the only registered interpolation model is the
+# linear blend baseline; the trained model replaces it as the default when it lands.
+DEFAULT_INTERPOLATION_MODEL = "blend"
+
+
+def list_models(task: str | None = None) -> list[ModelSpec]:
+    """Registered models, optionally only those of one task."""
+    return [s for s in REGISTRY.values() if task is None or s.task == task]
+
+
+def get_spec(model: object, *, task: str, func: str) -> ModelSpec:
+    """A registered name, or a :class:`ModelSpec` (for your own weights), checked for ``task``."""
+    names = [s.name for s in list_models(task)]
+    accepted = "one of " + ", ".join(repr(n) for n in names) + " or a ModelSpec"
+    if isinstance(model, ModelSpec):
+        spec = model
+    elif isinstance(model, str):
+        spec = REGISTRY.get(model)
+        if spec is None:
+            raise value_error(func, "model", accepted, model, "vs-vgan models lists them")
+    else:
+        raise type_error(func, "model", accepted, model)
+    if spec.task != task:
+        raise value_error(func, "model", f"a model for the {task!r} task ({accepted})", model)
+    return spec
