@@ -14,7 +14,7 @@ def describe(value: object) -> str:
         import vapoursynth as vs  # local: errors must import without VapourSynth
 
         if isinstance(value, vs.VideoNode):
-            fmt = value.format.name if value.format else "variable format"
+            fmt = value.format.name if value.format and value.format.id else "variable format"
             size = f"{value.width}x{value.height}" if value.width else "variable size"
             return f"a VideoNode ({fmt}, {size}, {value.num_frames} frames, {value.fps} fps)"
     except ImportError:  # pragma: no cover - vapoursynth is a hard dependency

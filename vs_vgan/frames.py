@@ -6,12 +6,13 @@ GRAY, RGB and YUV (4:4:4, 4:2:2, 4:2:0, 4:1:1, 4:4:0) format with 8 to 16-bit in
 
 Conversions
 -----------
-* RGB: integer samples are divided by the peak ``2**bits - 1`` (full range, whatever
-  ``_ColorRange`` says); float samples are used as they are.
+* RGB: integer samples are divided by the peak ``2**bits - 1`` (full range, whatever the
+  range props say); float samples are used as they are.
 * GRAY: the plane is repeated into three channels; on the way back the three channels
   are averaged.
 * YUV: converted with the frame's ``_Matrix`` (709, 470bg/170m (601), 240m, FCC,
-  2020ncl) and ``_ColorRange`` props.  Absent or unspecified, the matrix defaults to
+  2020ncl) and range (``_Range``, or the older ``_ColorRange``) props.  Absent or
+  unspecified, the matrix defaults to
   709 for frames at least 1280 wide or taller than 576 and to 601 (170m) otherwise, and
   the range to limited for integer samples.  Float YUV is always full range, chroma
   centred on 0.  Chroma planes are brought to full size by pixel repetition and back by
@@ -91,6 +92,16 @@ class _Yuv:
     y_scale: float
     c_off: float
     c_scale: float
+
+
+def _full_range(props: Mapping) -> bool:
+    """Full-range YUV?  ``_Range`` (R81+: 1 full, 0 limited), else the older
+    ``_ColorRange`` (0 full, 1 limited), else limited."""
+    if "_Range" in props:
+        return int(props["_Range"]) == 1
+    if "_ColorRange" in props:
+        return int(props["_ColorRange"]) == 0
+    return False
 
 
 class FrameBridge:
@@ -229,7 +240,7 @@ class FrameBridge:
         matrix = int(props.get("_Matrix", _MATRIX_UNSPECIFIED))
         if matrix == _MATRIX_UNSPECIFIED:
             matrix = default_matrix(self.width, self.height)
-        full = self.is_float or int(props.get("_ColorRange", 1)) == 0
+        full = self.is_float or _full_range(props)
         key = (matrix, int(full))
         cached = self._yuv_cache.get(key)
         if cached is not None:

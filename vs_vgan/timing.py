@@ -37,6 +37,14 @@ from .errors import type_error, value_error
 __all__ = ["Sample", "Timeline", "parse_rational", "resolve_ratio"]
 
 
+def _exact_guess(value: float) -> Fraction | str:
+    """The exact rate a float most likely stands for (59.94 -> 60000/1001)."""
+    ntsc = value * 1001 / 1000
+    if abs(ntsc - round(ntsc)) < 0.01 and abs(value - round(value)) > 0.01:
+        return f"{round(ntsc) * 1000}/1001"
+    return Fraction(value).limit_denominator(1000)
+
+
 def parse_rational(value: object, *, func: str, arg: str) -> Fraction:
     """Read a positive rational from an int, a Fraction or a ``"num/den"`` string.
 
@@ -47,7 +55,7 @@ def parse_rational(value: object, *, func: str, arg: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, (int, Fraction, str)):
         hint = None
         if isinstance(value, float):
-            hint = f'Pass an exact value such as "{Fraction(value).limit_denominator(1001)}" instead of a float'
+            hint = f'Pass an exact value such as "{_exact_guess(value)}" instead of a float'
         raise type_error(func, arg, accepted, value, hint)
     if isinstance(value, str):
         text = value.strip()

@@ -1,0 +1,107 @@
+"""Shared fixtures: a real VapourSynth core, synthetic clips and tiny seeded networks."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import vapoursynth as vs
+
+from vs_vgan.models import ModelSpec
+from vs_vgan.models.loader import file_sha256
+
+TINY_FLOW_KWARGS = {"channels": (4, 8), "hidden": 8, "synth": 4}
+
+
+@pytest.fixture
+def core() -> vs.Core:
+    return vs.core
+
+
+@pytest.fixture
+def threads():
+    """Set core.num_threads for one test and put it back afterwards."""
+    original = vs.core.num_threads
+
+    def set_threads(n: int) -> None:
+        vs.core.num_threads = n
+
+    yield set_threads
+    vs.core.num_threads = original
+
+
+def neutral(fmt: vs.VideoFormat) -> float:
+    return 0.0 if fmt.sample_type == vs.FLOAT else float(1 << (fmt.bits_per_sample - 1))
+
+
+def ramp(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 32, height: int = 16,
+         fps: Fraction = Fraction(24), step: float = 1.0) -> vs.VideoNode:
+    """Frame n has value n * step in every plane (YUV: in luma, chroma neutral)."""
+    fmt = vs.core.get_video_format(fmt)
+    frames = []
+    for n in range(length):
+        v = n * step
+        color = [v] * fmt.num_planes if fmt.color_family != vs.YUV else [v, neutral(fmt), neutral(fmt)]
+        frames.append(vs.core.std.BlankClip(format=fmt.id, width=width, height=height, length=1,
+                                            fpsnum=fps.numerator, fpsden=fps.denominator, color=color))
+    return vs.core.std.Splice(frames)
+
+
+def noise(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 32, height: int = 16,
+          fps: Fraction = Fraction(24), seed: int = 0) -> vs.VideoNode:
+    """Seeded random frames: frame n's content depends only on (seed, n)."""
+    fmt = vs.core.get_video_format(fmt)
+    blank = vs.core.std.BlankClip(format=fmt.id, width=width, height=height, length=length,
+                                  fpsnum=fps.numerator, fpsden=fps.denominator, keep=False)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        rng = np.random.default_rng((seed, n))
+        fout = f.copy()
+        for p in range(fmt.num_planes):
+            dst = np.asarray(fout[p])
+            if fmt.sample_type == vs.FLOAT:
+                lo = -0.5 if (fmt.color_family == vs.YUV and p > 0) else 0.0
+                dst[...] = rng.random(dst.shape) + lo
+            else:
+                dst[...] = rng.integers(0, 1 << fmt.bits_per_sample, dst.shape)
+        return fout
+
+    return vs.core.std.ModifyFrame(blank, clips=blank, selector=fill)
+
+
+def seeded_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Weights drawn from numpy's seeded generator: independent of torch's init code."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, tensor in module.state_dict().items():
+        fan_in = int(np.prod(tensor.shape[1:])) if tensor.dim() > 1 else 1
+        values = rng.standard_normal(tuple(tensor.shape)) * (1.0 / np.sqrt(fan_in)) * 0.5
+        state[name] = torch.from_numpy(values.astype(np.float32)).contiguous()
+    return state
+
+
+def make_tiny_flow_spec(directory, seed: int = 0, name: str = "tiny-flow") -> ModelSpec:
+    from safetensors.torch import save_file
+
+    from vs_vgan.models.flownet import FlowInterpolator
+
+    net = FlowInterpolator(**TINY_FLOW_KWARGS)
+    path = directory / f"{name}-{seed}.safetensors"
+    save_file(seeded_state_dict(net, seed), str(path))
+    return ModelSpec(name=name, task="interpolate", arch="flow", kwargs=TINY_FLOW_KWARGS,
+                     weights=str(path), sha256=file_sha256(path), modulo=net.modulo)
+
+
+@pytest.fixture(scope="session")
+def tiny_flow(tmp_path_factory) -> ModelSpec:
+    """A tiny seeded flow interpolator, saved as safetensors with its sha256."""
+    return make_tiny_flow_spec(tmp_path_factory.mktemp("weights"))
+
+
+def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
+    return [np.array(frame[p]) for p in range(frame.format.num_planes)]
+
+
+def frame_bytes(frame: vs.VideoFrame) -> bytes:
+    return b"".join(np.ascontiguousarray(frame[p]).tobytes() for p in range(frame.format.num_planes))
