@@ -75,8 +75,8 @@ def seeded_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch
     rng = np.random.default_rng(seed)
     state = {}
     for name, tensor in module.state_dict().items():
-        fan_in = int(np.prod(tensor.shape[1:])) if tensor.dim() > 1 else 1
-        values = rng.standard_normal(tuple(tensor.shape)) * (1.0 / np.sqrt(fan_in)) * 0.5
+        scale = 0.5 / np.sqrt(np.prod(tensor.shape[1:])) if tensor.dim() > 1 else 0.02
+        values = rng.standard_normal(tuple(tensor.shape)) * scale
         state[name] = torch.from_numpy(values.astype(np.float32)).contiguous()
     return state
 
@@ -105,3 +105,28 @@ def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
 
 def frame_bytes(frame: vs.VideoFrame) -> bytes:
     return b"".join(np.ascontiguousarray(frame[p]).tobytes() for p in range(frame.format.num_planes))
+
+
+def moving(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 48, height: int = 32,
+           fps: Fraction = Fraction(24), speed: float = 1.5) -> vs.VideoNode:
+    """A smooth pattern sliding right by ``speed`` pixels a frame (a small, real motion)."""
+    fmt = vs.core.get_video_format(fmt)
+    blank = vs.core.std.BlankClip(format=fmt.id, width=width, height=height, length=length,
+                                  fpsnum=fps.numerator, fpsden=fps.denominator, keep=False)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        fout = f.copy()
+        for p in range(fmt.num_planes):
+            dst = np.asarray(fout[p])
+            h, w = dst.shape
+            sx, sy = width / w, height / h
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+            xx, yy = xx * sx - n * speed, yy * sy
+            v = 0.5 + 0.25 * np.sin(xx / 5.0 + p) * np.cos(yy / 7.0) + 0.2 * np.sin((xx + yy) / 11.0)
+            if fmt.sample_type == vs.FLOAT:
+                dst[...] = v - (0.5 if (fmt.color_family == vs.YUV and p > 0) else 0.0)
+            else:
+                dst[...] = np.round(v * ((1 << fmt.bits_per_sample) - 1))
+        return fout
+
+    return vs.core.std.ModifyFrame(blank, clips=blank, selector=fill)

@@ -1,0 +1,141 @@
+"""Registry, the audited loader, and the flow generator's contract."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_FLOW_KWARGS, make_tiny_flow_spec
+from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, REGISTRY, ModelSpec, get_spec, list_models, load_model
+from vs_vgan.models.flownet import FlowInterpolator, warp
+from vs_vgan.models.loader import weights_path
+
+CPU = torch.device("cpu")
+
+
+def test_default_model_is_registered_for_interpolation():
+    spec = REGISTRY[DEFAULT_INTERPOLATION_MODEL]
+    assert spec.task == "interpolate" and spec.num_inputs == 2
+    assert spec in list_models("interpolate")
+    assert get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="interpolate") is spec
+
+
+def test_registered_weights_exist_and_match():
+    for spec in REGISTRY.values():
+        if spec.weights is not None:
+            load_model(spec, CPU, torch.float32)  # raises on a missing file or a bad sha256
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError) as info:
+        get_spec("nope", task="interpolate", func="interpolate")
+    assert str(info.value).startswith("vs_vgan.interpolate: model must be one of 'blend'")
+    assert "or a ModelSpec; got 'nope'" in str(info.value)
+
+
+def test_model_of_wrong_type_or_task():
+    with pytest.raises(TypeError, match=r"vs_vgan.interpolate: model must be one of .*; got 3"):
+        get_spec(3, task="interpolate", func="interpolate")
+    with pytest.raises(ValueError, match=r"model must be a model for the 'predict' task"):
+        get_spec("blend", task="predict", func="predict")
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="arch must be one of"):
+        ModelSpec(name="x", task="interpolate", arch="nope")
+    with pytest.raises(ValueError, match="needs its sha256"):
+        ModelSpec(name="x", task="interpolate", arch="flow", weights="x.safetensors")
+    with pytest.raises(ValueError, match="task must be one of"):
+        ModelSpec(name="x", task="upscale", arch="blend")
+
+
+def test_missing_weights_file_names_the_file(tmp_path):
+    path = tmp_path / "gone.safetensors"
+    spec = ModelSpec(name="gone", task="interpolate", arch="flow", kwargs=TINY_FLOW_KWARGS,
+                     weights=str(path), sha256="0" * 64, modulo=8)
+    with pytest.raises(FileNotFoundError) as info:
+        load_model(spec, CPU, torch.float32)
+    assert "vs_vgan.interpolate: the weights file of model 'gone' must exist" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_sha256_mismatch_names_the_file(tmp_path, tiny_flow):
+    bad = ModelSpec(name="bad", task="interpolate", arch="flow", kwargs=TINY_FLOW_KWARGS,
+                    weights=tiny_flow.weights, sha256="f" * 64, modulo=8)
+    with pytest.raises(ValueError) as info:
+        load_model(bad, CPU, torch.float32)
+    msg = str(info.value)
+    assert tiny_flow.weights in msg and f"must have sha256 {'f' * 64}; got {tiny_flow.sha256}" in msg
+
+
+def test_strict_loading_refuses_other_shapes(tmp_path):
+    spec = make_tiny_flow_spec(tmp_path)
+    other = ModelSpec(name="other", task="interpolate", arch="flow", kwargs={"channels": (4, 12), "hidden": 8, "synth": 4},
+                      weights=spec.weights, sha256=spec.sha256, modulo=8)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_model(other, CPU, torch.float32)
+
+
+def test_loaded_model_is_eval_frozen_and_real(tiny_flow):
+    net = load_model(tiny_flow, CPU, torch.float32)
+    assert not net.training
+    assert all(not p.requires_grad and p.device.type == "cpu" for p in net.parameters())
+    assert all(b.device.type == "cpu" for b in net.buffers())
+    assert load_model(tiny_flow, CPU, torch.float32) is net  # cached
+
+
+def test_shipped_weights_resolve_inside_the_package():
+    path = weights_path("x.safetensors")
+    assert path.parent.name == "models" or path.parent.name == "weights"
+    assert weights_path("/abs/x.safetensors").as_posix() == "/abs/x.safetensors"
+
+
+def _inputs(h=16, w=24, seed=0):
+    rng = np.random.default_rng(seed)
+    a = torch.from_numpy(rng.random((1, 3, h, w), dtype=np.float32))
+    b = torch.roll(a, shifts=2, dims=-1)
+    return a, b
+
+
+def test_tiny_flow_golden_output(tiny_flow):
+    net = load_model(tiny_flow, CPU, torch.float32)
+    a, b = _inputs()
+    with torch.inference_mode():
+        out = net(a, b, torch.full((1, 1, 1, 1), 0.5))
+    assert out.shape == (1, 3, 16, 24)
+    got = out[0, :, 5, 8:12].numpy()
+    expected = np.array(GOLDEN, dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+# Measured once from the seeded tiny network (weights from numpy's generator, so only
+# the convolution/warp arithmetic can move these); a change here is a behaviour change.
+GOLDEN = [[0.745799, 0.463527, 0.867720, 0.475108],
+          [0.003278, 0.592923, 0.441876, 0.481217],
+          [0.761762, 0.400591, 0.547883, 0.234918]]
+
+
+def test_flow_synthesize_is_deterministic_and_reuses_the_pair(tiny_flow):
+    net = load_model(tiny_flow, CPU, torch.float32)
+    a, b = _inputs()
+    with torch.inference_mode():
+        state = net.encode(a, b)
+        outs = [net.synthesize(state, torch.full((1, 1, 1, 1), t)) for t in (0.25, 0.5, 0.75)]
+        again = net.synthesize(net.encode(a, b), torch.full((1, 1, 1, 1), 0.5))
+    assert torch.equal(outs[1], again)
+    assert not torch.equal(outs[0], outs[2])
+    assert all(0 <= o.min() and o.max() <= 1 for o in outs)
+
+
+def test_warp_by_zero_flow_is_identity_and_shifts_by_whole_pixels():
+    x = torch.rand(1, 3, 8, 10)
+    assert torch.allclose(warp(x, torch.zeros(1, 2, 8, 10)), x, atol=1e-6)
+    flow = torch.zeros(1, 2, 8, 10)
+    flow[:, 0] = 1.0
+    shifted = warp(x, flow)
+    assert torch.allclose(shifted[..., :-1], x[..., 1:], atol=1e-6)
+
+
+def test_flow_modulo_follows_depth():
+    assert FlowInterpolator(channels=(4, 8)).modulo == 8
+    assert FlowInterpolator().modulo == 32
