@@ -139,41 +139,58 @@ class FrameBridge:
     # ------------------------------------------------------------------ frame -> tensor
     def to_tensor(self, frames: Sequence[vs.VideoFrame]) -> torch.Tensor:
         """``(len(frames), 3, H, W)`` RGB tensor of the bridge's dtype on its device."""
-        rgb = [self._frame_to_rgb(f) for f in frames]
-        out = torch.stack(rgb) if len(rgb) > 1 else rgb[0].unsqueeze(0)
+        out = torch.empty((len(frames), 3, self.height, self.width), dtype=torch.float32, device=self.device)
+        for i, frame in enumerate(frames):
+            self._frame_to_rgb(frame, out[i])
         return out.to(self.dtype)
 
-    def _frame_to_rgb(self, frame: vs.VideoFrame) -> torch.Tensor:
-        planes = [self._upload(np.asarray(frame[p]), p) for p in range(self.format.num_planes)]
-        if self.family == vs.GRAY:
-            x = planes[0] if self.is_float else planes[0] / self.peak
-            return x.unsqueeze(0).expand(3, -1, -1)
+    def _frame_to_rgb(self, frame: vs.VideoFrame, out: torch.Tensor) -> None:
+        """Fill ``out`` (3, H, W) float32 with the frame as RGB."""
         if self.family == vs.RGB:
-            x = torch.stack(planes)
-            return x if self.is_float else x / self.peak
+            for p in range(3):
+                self._upload(np.asarray(frame[p]), p, out[p])
+            if not self.is_float:
+                out.div_(self.peak)
+            return
+        if self.family == vs.GRAY:
+            self._upload(np.asarray(frame[0]), 0, out[0])
+            if not self.is_float:
+                out[0].div_(self.peak)
+            out[1:].copy_(out[0].expand(2, -1, -1))
+            return
         c = self._yuv(frame.props)
-        y = (planes[0] - c.y_off) / c.y_scale
-        u = self._upsample((planes[1] - c.c_off) / c.c_scale)
-        v = self._upsample((planes[2] - c.c_off) / c.c_scale)
-        r = y + (2.0 * (1.0 - c.kr)) * v
-        b = y + (2.0 * (1.0 - c.kb)) * u
-        g = (y - c.kr * r - c.kb * b) / (1.0 - c.kr - c.kb)
-        return torch.stack((r, g, b))
+        y = self._upload(np.asarray(frame[0]), 0).sub_(c.y_off).div_(c.y_scale)
+        u = self._upload(np.asarray(frame[1]), 1).sub_(c.c_off).div_(c.c_scale)
+        v = self._upload(np.asarray(frame[2]), 2).sub_(c.c_off).div_(c.c_scale)
+        # Chroma terms at chroma resolution, broadcast over each subsampling block
+        # (the same as repeating chroma pixels to full size, without the copies).
+        kg = 1.0 - c.kr - c.kb
+        r_v = 2.0 * (1.0 - c.kr)
+        b_u = 2.0 * (1.0 - c.kb)
+        terms = (v * r_v, u * (-c.kb * b_u / kg) + v * (-c.kr * r_v / kg), u * b_u)
+        sh, sw = 1 << self.ss_h, 1 << self.ss_w
+        hc, wc = u.shape
+        yb = y.view(hc, sh, wc, sw)
+        for ch, term in enumerate(terms):
+            torch.add(yb, term.view(hc, 1, wc, 1), out=out[ch].view(hc, sh, wc, sw))
 
-    def _upload(self, arr: np.ndarray, plane: int) -> torch.Tensor:
-        """One plane as float32 raw sample values on the device."""
+    def _upload(self, arr: np.ndarray, plane: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """One plane as float32 raw sample values on the device (into ``out`` if given)."""
         if not self._cuda:
-            buf = np.empty(arr.shape, dtype=np.float32)
-            np.copyto(buf, arr)
-            return torch.from_numpy(buf)
+            if out is None:
+                out = torch.empty(arr.shape, dtype=torch.float32)
+            np.copyto(out.numpy(), arr)
+            return out
         staging, event = self._staging("up", plane, arr.shape)
         event.synchronize()  # the previous copy out of this buffer has finished
         np.copyto(staging.numpy().view(self.np_dtype), arr)
         raw = staging.to(self.device, non_blocking=True)
         event.record()
         if self.np_dtype == np.uint16:  # staged as int16: undo the sign
-            return (raw.to(torch.int32) & 0xFFFF).to(torch.float32)
-        return raw.to(torch.float32)
+            raw = raw.to(torch.int32) & 0xFFFF
+        if out is None:
+            return raw.to(torch.float32)
+        return out.copy_(raw)
 
     # ------------------------------------------------------------------ tensor -> frame
     def write(self, rgb: torch.Tensor, frame: vs.VideoFrame) -> None:
@@ -192,32 +209,34 @@ class FrameBridge:
             planes = list(x.unbind(0)) if self.is_float else list((x * self.peak).unbind(0))
         else:
             c = self._yuv(frame.props)
-            r, g, b = x.unbind(0)
-            y = c.kr * r + (1.0 - c.kr - c.kb) * g + c.kb * b
-            u = self._downsample((b - y) / (2.0 * (1.0 - c.kb)))
-            v = self._downsample((r - y) / (2.0 * (1.0 - c.kr)))
-            planes = [y * c.y_scale + c.y_off, u * c.c_scale + c.c_off, v * c.c_scale + c.c_off]
+            kg = 1.0 - c.kr - c.kb
+
+            def luma(t: torch.Tensor) -> torch.Tensor:
+                return torch.mul(t[0], c.kr).add_(t[1], alpha=kg).add_(t[2], alpha=c.kb)
+
+            # Block averages commute with the (linear) matrix: pool RGB, then convert.
+            small = self._downsample(x)
+            y = luma(x)
+            y_small = luma(small) if small is not x else y
+            u = torch.sub(small[2], y_small).div_(2.0 * (1.0 - c.kb)).mul_(c.c_scale).add_(c.c_off)
+            v = torch.sub(small[0], y_small).div_(2.0 * (1.0 - c.kr)).mul_(c.c_scale).add_(c.c_off)
+            planes = [y.mul_(c.y_scale).add_(c.y_off), u, v]
         for p, plane in enumerate(planes):
             self._download(plane, np.asarray(frame[p]), p)
 
     def _download(self, plane: torch.Tensor, dest: np.ndarray, index: int) -> None:
-        if self.is_float:
-            data = plane.to(torch.float16 if self.bits == 16 else torch.float32)
-        else:
-            data = plane.round_().clamp_(0.0, self.peak)
-            data = data.to(torch.uint8) if self.np_dtype == np.uint8 else data.to(torch.int32)
+        """Quantize (integer formats) and convert ``plane`` into the frame's memory."""
+        if not self.is_float:
+            plane = plane.round_().clamp_(0.0, self.peak)
         if not self._cuda:
-            src = data.numpy()
-        else:
-            staging, _ = self._staging("down", index, dest.shape)
-            if data.dtype == torch.int32:  # 16-bit samples travel as int16 (same bits)
-                data = torch.where(data > 32767, data - 65536, data).to(torch.int16)
-            staging.copy_(data, non_blocking=True)
-            torch.cuda.current_stream(self.device).synchronize()
-            src = staging.numpy()
-        if src.dtype == np.int16:
-            src = src.view(np.uint16)
-        np.copyto(dest, src, casting="unsafe")
+            torch.from_numpy(dest).copy_(plane)  # converts straight into the frame
+            return
+        staging, _ = self._staging("down", index, dest.shape)
+        if self.np_dtype == np.uint16:  # 16-bit samples travel as int16 (same bits)
+            plane = torch.where(plane > 32767.0, plane - 65536.0, plane)
+        staging.copy_(plane, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        np.copyto(dest, staging.numpy().view(self.np_dtype))
 
     # ------------------------------------------------------------------ helpers
     def _staging(self, direction: str, plane: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.cuda.Event]:
@@ -262,17 +281,18 @@ class FrameBridge:
             self._yuv_cache[key] = c
         return c
 
-    def _upsample(self, c: torch.Tensor) -> torch.Tensor:
-        if self.ss_h:
-            c = c.repeat_interleave(1 << self.ss_h, dim=0)
-        if self.ss_w:
-            c = c.repeat_interleave(1 << self.ss_w, dim=1)
-        return c
+    def _downsample(self, x: torch.Tensor) -> torch.Tensor:
+        """Average each chroma subsampling block of a ``(C, H, W)`` tensor.
 
-    def _downsample(self, c: torch.Tensor) -> torch.Tensor:
+        Pairwise sums (exact for equal values), then one scaling: repeated pixels
+        average back to themselves exactly."""
         if not (self.ss_h or self.ss_w):
-            return c
-        return F.avg_pool2d(c[None, None], kernel_size=(1 << self.ss_h, 1 << self.ss_w))[0, 0]
+            return x
+        for _ in range(self.ss_h):
+            x = x[:, 0::2] + x[:, 1::2]
+        for _ in range(self.ss_w):
+            x = x[:, :, 0::2] + x[:, :, 1::2]
+        return x.mul_(1.0 / (1 << (self.ss_h + self.ss_w)))
 
 
 def pad_to_modulo(x: torch.Tensor, modulo: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
