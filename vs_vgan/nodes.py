@@ -101,8 +101,10 @@ def interpolate(
     core = vs.core
     timeline = Timeline(clip.num_frames, ratio, src_fps)
     counts = timeline.left_counts()
-    shifted = [_shift(clip, j) for j in range(max(2, timeline.max_overlap() if src_fps == 0 else 2))]
-    aligned = [_remap(c, counts) for c in shifted]
+    # Aligned neighbours: [left, right] and, for a variable-rate clip whose output frames
+    # span more than two source frames (factor < 1), the further ones for the durations.
+    neighbours = max(2, timeline.max_overlap()) if src_fps == 0 else 2
+    aligned = [_remap(_shift(clip, j), counts) for j in range(neighbours)]
     cut_clip = _remap(_scene_cuts(clip, float(scene_threshold)), counts) if scene_detect else None
 
     base = aligned[0]
