@@ -11,7 +11,7 @@ import vapoursynth as vs
 from vs_vgan.models import ModelSpec
 from vs_vgan.models.loader import file_sha256
 
-TINY_FLOW_KWARGS = {"channels": (4, 8), "hidden": 8, "synth": 4}
+TINY_FLOW_KWARGS = {"channels": (4, 8), "radius": (0, 1), "stem": 2, "synth": 4}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY_FLOW_KWARGS, make_tiny_flow_spec
 from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, REGISTRY, ModelSpec, get_spec, list_models, load_model
-from vs_vgan.models.flownet import FlowInterpolator, warp
+from vs_vgan.models.flownet import FlowInterpolator, correlation, warp
 from vs_vgan.models.loader import weights_path
 
 CPU = torch.device("cpu")
@@ -70,7 +70,7 @@ def test_sha256_mismatch_names_the_file(tmp_path, tiny_flow):
 
 def test_strict_loading_refuses_other_shapes(tmp_path):
     spec = make_tiny_flow_spec(tmp_path)
-    other = ModelSpec(name="other", task="interpolate", arch="flow", kwargs={"channels": (4, 12), "hidden": 8, "synth": 4},
+    other = ModelSpec(name="other", task="interpolate", arch="flow", kwargs={**TINY_FLOW_KWARGS, "channels": (4, 12)},
                       weights=spec.weights, sha256=spec.sha256, modulo=8)
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_model(other, CPU, torch.float32)
@@ -110,9 +110,9 @@ def test_tiny_flow_golden_output(tiny_flow):
 
 # Measured once from the seeded tiny network (weights from numpy's generator, so only
 # the convolution/warp arithmetic can move these); a change here is a behaviour change.
-GOLDEN = [[0.745799, 0.463527, 0.867720, 0.475108],
-          [0.003278, 0.592923, 0.441876, 0.481217],
-          [0.761762, 0.400591, 0.547883, 0.234918]]
+GOLDEN = [[0.729603, 0.460108, 0.851513, 0.516227],
+          [0.074167, 0.592790, 0.458338, 0.441303],
+          [0.757811, 0.418597, 0.517529, 0.227661]]
 
 
 def test_flow_synthesize_is_deterministic_and_reuses_the_pair(tiny_flow):
@@ -137,5 +137,42 @@ def test_warp_by_zero_flow_is_identity_and_shifts_by_whole_pixels():
 
 
 def test_flow_modulo_follows_depth():
-    assert FlowInterpolator(channels=(4, 8)).modulo == 8
-    assert FlowInterpolator().modulo == 32
+    assert FlowInterpolator(**TINY_FLOW_KWARGS).modulo == 8
+    assert FlowInterpolator(channels=(4, 8), radius=(1, 1), stem=1).modulo == 4
+    net = FlowInterpolator()
+    assert net.modulo == 64 and net.modulo_for(0.5) == 128 and net.modulo_for(0.25) == 256
+
+
+def test_flow_arguments_are_checked():
+    with pytest.raises(ValueError, match="stem must be 1, 2 or 4; got 3"):
+        FlowInterpolator(stem=3)
+    with pytest.raises(ValueError, match="one radius per level"):
+        FlowInterpolator(channels=(4, 8), radius=(0, 1, 2))
+    with pytest.raises(ValueError, match="> 0 above level 0"):
+        FlowInterpolator(channels=(4, 8), radius=(1, 0))
+    net = FlowInterpolator(**TINY_FLOW_KWARGS)
+    a = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        net.encode(a, a, scale=0.3)
+
+
+def test_correlation_matches_a_direct_sum():
+    g = torch.Generator().manual_seed(0)
+    f0, f1 = torch.randn(2, 5, 6, 7, generator=g), torch.randn(2, 5, 6, 7, generator=g)
+    out = correlation(f0, f1, 2)
+    assert out.shape == (2, 25, 6, 7)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)):
+        for y, x in ((0, 0), (3, 4), (5, 6), (2, 1)):
+            yy, xx = y + dy, x + dx
+            want = (f0[:, :, y, x] * f1[:, :, yy, xx]).mean(1) if 0 <= yy < 6 and 0 <= xx < 7 else torch.zeros(2)
+            torch.testing.assert_close(out[:, k, y, x], want)
+
+
+def test_analysis_scale_keeps_the_output_size(tiny_flow):
+    net = load_model(tiny_flow, CPU, torch.float32)
+    a, b = _inputs(32, 48)
+    with torch.inference_mode():
+        full = net(a, b, torch.full((1, 1, 1, 1), 0.5))
+        half = net(a, b, torch.full((1, 1, 1, 1), 0.5), scale=0.5)
+    assert full.shape == half.shape == (1, 3, 32, 48)
+    assert not torch.equal(full, half)

@@ -273,6 +273,19 @@ def test_error_other_arguments():
     assert _msg(ValueError, precision="fp8").startswith("vs_vgan.interpolate: precision must be 'auto', 'fp32'")
     assert _msg(ValueError, scene_threshold=0).startswith("vs_vgan.interpolate: scene_threshold must be a number in (0, 1]; got 0")
     assert _msg(TypeError, scene_detect="yes").startswith("vs_vgan.interpolate: scene_detect must be True or False")
+    assert _msg(ValueError, scale=0.3).startswith("vs_vgan.interpolate: scale must be 1.0, 0.5 or 0.25; got 0.3")
+    assert _msg(TypeError, scale="half").startswith("vs_vgan.interpolate: scale must be 1.0, 0.5 or 0.25; got 'half'")
+    assert _msg(ValueError, scale=0.5, model="blend").startswith(
+        "vs_vgan.interpolate: scale must be 1.0 for model 'blend' (it has no motion analysis to scale); got 0.5")
+
+
+def test_analysis_scale_runs_with_its_own_padding(tiny_flow):
+    src = moving(vs.RGB24, length=4, width=40, height=24)  # padded to 64x64 at scale 0.5 (modulo 16)
+    full = vs_vgan.interpolate(src, factor=2, model=tiny_flow, scene_detect=False)
+    half = vs_vgan.interpolate(src, factor=2, model=tiny_flow, scene_detect=False, scale=0.5)
+    assert half.num_frames == full.num_frames == 8 and (half.width, half.height) == (40, 24)
+    assert frame_bytes(half.get_frame(0)) == frame_bytes(full.get_frame(0))  # source frames pass through
+    assert frame_bytes(half.get_frame(1)) != frame_bytes(full.get_frame(1))
 
 
 def test_bad_input_leaves_the_core_working():

@@ -43,6 +43,7 @@ def interpolate(
     precision: str = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    scale: float = 1.0,
 ) -> vs.VideoNode:
     """Frame-rate conversion with synthesized in-between frames.
 
@@ -65,6 +66,11 @@ def interpolate(
             of two neighbours' thumbnails above which they may be a cut (it is one when
             that difference is also twice those of the surrounding pairs, or three times
             the threshold).  Lower finds more cuts.
+        scale: analysis scale of motion-compensating models: ``1.0``, ``0.5`` or ``0.25``.
+            Below 1 the motion is estimated on frames downscaled by it (about 1/scale^2
+            less network work; output size and sharpness stay, as the full-size frames
+            are warped); the faster setting for large frames or slow CPUs.  Models without
+            motion analysis (``"blend"``) accept only 1.0.
 
     Returns:
         A clip with ``ceil(num_frames * ratio)`` frames (``ratio = factor`` or
@@ -91,12 +97,18 @@ def interpolate(
         raise type_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
     if not 0 < scene_threshold <= 1:
         raise value_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
+    if float(scale) not in (1.0, 0.5, 0.25):
+        raise value_error(func, "scale", "1.0, 0.5 or 0.25", scale)
     spec = get_spec(DEFAULT_INTERPOLATION_MODEL if model is None else model, task="interpolate", func=func)
     dev = devices.resolve_device(device, func=func)
     dtype = devices.resolve_dtype(
         precision, device=dev, clip_is_half=(fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16), func=func
     )
     net = load_model(spec, dev, dtype, func=func)
+    if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
+        raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
 
     core = vs.core
     timeline = Timeline(clip.num_frames, ratio, src_fps)
@@ -114,7 +126,7 @@ def interpolate(
         net=net, spec=spec, timeline=timeline, device=dev, dtype=dtype,
         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
         cache_size=min(8, core.num_threads + 2), has_cut_clip=cut_clip is not None,
-        variable_rate=src_fps == 0,
+        variable_rate=src_fps == 0, scale=float(scale),
     )
     clips = aligned[:2] + ([cut_clip] if cut_clip is not None else []) + aligned[2:]
     log.debug("interpolate: %r, model %s on %s (%s)", timeline, spec.name, dev, dtype)
@@ -232,9 +244,13 @@ class _Interpolator:
 
     def __init__(self, *, net: torch.nn.Module, spec: ModelSpec, timeline: Timeline, device: torch.device,
                  dtype: torch.dtype, bridge: FrameBridge, cache_size: int, has_cut_clip: bool,
-                 variable_rate: bool) -> None:
+                 variable_rate: bool, scale: float = 1.0) -> None:
         self.net = net
-        self.modulo = math.lcm(spec.modulo, int(getattr(net, "modulo", 1)))
+        self.scale = scale
+        net_modulo = net.modulo_for(scale) if hasattr(net, "modulo_for") else int(getattr(net, "modulo", 1))
+        self.modulo = math.lcm(spec.modulo, int(net_modulo))
+        # only motion-analysing models take the scale; others are called as before
+        self.encode_kw = {"scale": scale} if scale != 1.0 else {}
         self.timeline = timeline
         self.device = device
         self.dtype = dtype
@@ -279,4 +295,4 @@ class _Interpolator:
     def _encode(self, left: vs.VideoFrame, right: vs.VideoFrame) -> tuple[Any, Callable]:
         with torch.inference_mode():
             pair, crop = pad_to_modulo(self.bridge.to_tensor([left, right]), self.modulo)
-            return self.net.encode(pair[0:1], pair[1:2]), crop
+            return self.net.encode(pair[0:1], pair[1:2], **self.encode_kw), crop

@@ -18,6 +18,13 @@ ARCHITECTURES: Mapping[str, str] = MappingProxyType({
 TASKS = ("interpolate", "predict")
 
 
+def _freeze(value: Any) -> Any:
+    """Lists (as JSON gives them) become tuples, so that a spec is hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to build, verify and run one model.
@@ -47,7 +54,7 @@ class ModelSpec:
             raise ValueError(f"ModelSpec {self.name!r}: a weights file needs its sha256")
         if self.modulo < 1:
             raise ValueError(f"ModelSpec {self.name!r}: modulo must be >= 1; got {self.modulo}")
-        object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
+        object.__setattr__(self, "kwargs", MappingProxyType({k: _freeze(v) for k, v in dict(self.kwargs).items()}))
 
     def __hash__(self) -> int:  # kwargs is a mapping: hash its items
         return hash((self.name, self.task, self.arch, tuple(sorted(self.kwargs.items())),

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Train vs_vgan's interpolation generator (reconstruction warm-up, then adversarial).
+
+    scripts/fetch_training_data.sh /path/to/data          # once: the allowed training sources
+    .venv/bin/python scripts/train_interp.py --data /path/to/data --out runs/interp
+    .venv/bin/python scripts/train_interp.py --resume runs/interp/last.pt --out runs/interp
+    .venv/bin/python scripts/train_interp.py --export runs/interp/last.pt models/vgan-flow-v1.safetensors
+
+Settings are TrainConfig's (vs_vgan/train/config.py); any can be changed with
+``--set name=value`` (JSON values: --set steps=30000 --set 'model={"channels":[8,16],...}').
+A checkpoint (params, params_ema, config, step, optimiser states) is written to
+OUT/last.pt every checkpoint_seconds and when the run stops (Ctrl-C, --minutes, the end);
+progress goes to stderr and OUT/log.jsonl.  Validation PSNR is measured on fixed batches
+drawn from the training sources (never from evaluation data; see ../shared/DATA.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vs_vgan.train.config import TrainConfig  # noqa: E402
+from vs_vgan.train.loop import Trainer, export_weights, train  # noqa: E402
+
+log = logging.getLogger("train_interp")
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"train_interp: --set needs name=value; got {pair!r}")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def build_sources(cfg: TrainConfig):
+    from vs_vgan.train import data as D
+
+    if not cfg.data_root:
+        raise SystemExit("train_interp: --data DIR is needed (fetch it with scripts/fetch_training_data.sh DIR)")
+    videos = D.find_videos(cfg.data_root)
+    if not videos:
+        raise SystemExit(f"train_interp: no videos under {cfg.data_root}; run scripts/fetch_training_data.sh {cfg.data_root}")
+    cache = cfg.cache_dir or str(Path(cfg.data_root) / ".cache")
+    log.info("%d videos under %s (cache %s)", len(videos), cfg.data_root, cache)
+    clips = D.cache_videos(videos, cache, max_side=cfg.max_side)
+    log.info("%d frames of real video", sum(len(c) for c in clips))
+    real = D.VideoTriplets(clips, max_span=cfg.max_span)
+    synth = D.SyntheticMotion(D.still_images())
+    sources, probs = [real, synth], [1.0 - cfg.p_synthetic, cfg.p_synthetic]
+
+    def make(rng: np.random.Generator):
+        return D.make_batch(sources, probs, cfg.batch, cfg.crop, rng)
+
+    return make
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="training data folder (scripts/fetch_training_data.sh)")
+    ap.add_argument("--cache", help="decoded-video cache folder (default DATA/.cache)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "interp"), help="checkpoint/log folder")
+    ap.add_argument("--resume", help="checkpoint to continue from")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change a TrainConfig setting")
+    ap.add_argument("--until", type=int, help="stop at this step (default: the config's steps)")
+    ap.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "DEST"),
+                    help="write CHECKPOINT's EMA generator to DEST (safetensors) and print its sha256")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    if a.export:
+        path, digest, kwargs = export_weights(*a.export)
+        print(json.dumps({"weights": str(path), "sha256": digest, "kwargs": kwargs, "bytes": path.stat().st_size}))
+        return 0
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    changes = parse_sets(a.set)
+    if a.data:
+        changes["data_root"] = str(Path(a.data).resolve())
+    if a.cache:
+        changes["cache_dir"] = str(Path(a.cache).resolve())
+    if a.resume:
+        tr = Trainer.load(a.resume, a.device, override=changes)
+        log.info("resumed %s at step %d", a.resume, tr.step)
+    else:
+        tr = Trainer(TrainConfig.from_dict({**TrainConfig().to_dict(), **changes}), a.device)
+    cfg = tr.cfg
+    log.info("config %s", json.dumps(cfg.to_dict()))
+    log.info("generator %d parameters, discriminator %d", sum(p.numel() for p in tr.net.parameters()),
+             sum(p.numel() for p in tr.disc.parameters()))
+    make = build_sources(cfg)
+    val = [make(np.random.default_rng([10_000_019, i])) for i in range(4)]
+    deadline = time.time() + 60 * a.minutes if a.minutes else None
+    try:
+        train(tr, make, a.out, until=a.until, val_batches=val, deadline=deadline)
+    except KeyboardInterrupt:
+        log.info("interrupted at step %d; checkpoint written to %s", tr.step, Path(a.out) / "last.pt")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

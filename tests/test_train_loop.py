@@ -1,0 +1,130 @@
+"""The training library end to end on the CPU at a tiny size: both phases, checkpoints, resume, export."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vs_vgan.models import ModelSpec, load_model
+from vs_vgan.train.config import TrainConfig
+from vs_vgan.train.loop import Trainer, d_step, export_weights, g_step, lr_at, train
+
+TINY = dict(
+    model={"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4},
+    disc={"channels": 4, "layers": 3, "scales": 1},
+    batch=2, crop=32, steps=4, warmup_steps=2, lr_ramp=1, adv_ramp=1, log_every=1,
+    checkpoint_seconds=1e9, flow_aux_steps=4,
+)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **TINY, **changes})
+
+
+def make_batch(rng: np.random.Generator, batch: int = 2, crop: int = 32) -> dict[str, torch.Tensor]:
+    """A texture moving by whole pixels: the middle frame is exact."""
+    base = rng.random((batch, 3, crop, crop + 8), dtype=np.float32)
+    shift = int(rng.integers(1, 3))
+    img0 = base[..., 0:crop]
+    gt = base[..., shift:shift + crop]
+    img1 = base[..., 2 * shift:2 * shift + crop]
+    return {"img0": torch.from_numpy(img0.copy()), "gt": torch.from_numpy(gt.copy()),
+            "img1": torch.from_numpy(img1.copy()), "t": torch.full((batch, 1, 1, 1), 0.5)}
+
+
+def test_config_round_trip_and_checks():
+    cfg = tiny_config()
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown settings"):
+        TrainConfig.from_dict({"nope": 1})
+    with pytest.raises(ValueError, match="warmup_steps"):
+        tiny_config(warmup_steps=10)
+    with pytest.raises(ValueError, match="adv_loss"):
+        tiny_config(adv_loss="wgan")
+
+
+def test_crop_must_fit_the_modulo():
+    with pytest.raises(ValueError, match="multiple of the generator's modulo 8"):
+        Trainer(tiny_config(crop=36))
+
+
+def test_learning_rate_ramps_then_decays():
+    cfg = tiny_config(steps=100, warmup_steps=50, lr_ramp=10)
+    lrs = [lr_at(cfg, s) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(cfg.lr_g)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(cfg.lr_min, rel=0.05)
+
+
+def test_generator_and_discriminator_steps_change_their_networks():
+    tr = Trainer(tiny_config())
+    batch = make_batch(np.random.default_rng(0))
+    g0 = [p.detach().clone() for p in tr.net.parameters()]
+    d0 = [p.detach().clone() for p in tr.disc.parameters()]
+    parts = g_step(tr, batch)
+    assert {"charbonnier", "total", "psnr", "flow_aux"} <= set(parts) and "adv_g" not in parts
+    assert any(not torch.equal(a, b) for a, b in zip(g0, tr.net.parameters()))
+    tr.step = tr.cfg.warmup_steps  # adversarial phase
+    parts = g_step(tr, batch)
+    assert {"adv_g", "fm"} <= set(parts) and all(np.isfinite(v) for v in parts.values())
+    dparts = d_step(tr, batch, tr.last_fake)
+    assert set(dparts) == {"adv_d", "d_real", "d_fake"}
+    assert any(not torch.equal(a, b) for a, b in zip(d0, tr.disc.parameters()))
+
+
+def test_two_phases_run_and_checkpoint(tmp_path):
+    tr = Trainer(tiny_config())
+    train(tr, make_batch, tmp_path, val_batches=[make_batch(np.random.default_rng(9))])
+    assert tr.step == 4
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in rows if "psnr" in r}
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert "adv_g" not in steps[2] and "adv_g" in steps[3] and "adv_d" in steps[4]
+    assert any("val_psnr" in r for r in rows)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert {"params", "params_ema", "config", "step"} <= set(ckpt) and ckpt["step"] == 4
+    assert ckpt["config"] == tr.cfg.to_dict()
+    assert any(not torch.equal(ckpt["params"][k], ckpt["params_ema"][k]) for k in ckpt["params"])
+
+
+def test_resume_continues_exactly(tmp_path):
+    torch.set_num_threads(1)  # bitwise-stable reductions for the comparison
+    try:
+        straight = Trainer(tiny_config())
+        train(straight, make_batch, tmp_path / "a")
+        half = Trainer(tiny_config())
+        train(half, make_batch, tmp_path / "b", until=3)  # stops inside the adversarial phase
+        resumed = Trainer.load(tmp_path / "b" / "last.pt")
+        assert resumed.step == 3
+        train(resumed, make_batch, tmp_path / "b")
+    finally:
+        torch.set_num_threads(2)
+    for a, b in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    tr = Trainer(tiny_config())
+    tr.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="model can't change on resume"):
+        Trainer.load(tmp_path / "c.pt", override={"model": {"channels": [4, 16], "radius": [0, 1], "stem": 2, "synth": 4}})
+    again = Trainer.load(tmp_path / "c.pt", override={"steps": 8})
+    assert again.cfg.steps == 8
+
+
+def test_exported_weights_load_through_the_registry_loader(tmp_path):
+    tr = Trainer(tiny_config())
+    train(tr, make_batch, tmp_path, until=2)
+    path, digest, kwargs = export_weights(tmp_path / "last.pt", tmp_path / "w.safetensors")
+    spec = ModelSpec(name="exported", task="interpolate", arch="flow", kwargs=kwargs, weights=str(path),
+                     sha256=digest, modulo=8)
+    net = load_model(spec, torch.device("cpu"), torch.float32)
+    batch = make_batch(np.random.default_rng(3))
+    with torch.inference_mode():
+        a = net(batch["img0"], batch["img1"], batch["t"])
+        b = tr.ema.eval()(batch["img0"], batch["img1"], batch["t"])
+    torch.testing.assert_close(a, b)

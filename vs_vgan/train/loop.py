@@ -1,0 +1,297 @@
+"""Adversarial training of the interpolation generator: plain step functions, checkpoints, the loop.
+
+* :func:`g_step` / :func:`d_step`: one optimiser step of the generator / discriminator on a
+  batch; testable on their own in a two-step CPU run.
+* :class:`Trainer`: the models, optimisers and EMA of a run; :meth:`Trainer.save` /
+  :meth:`Trainer.load` write and read a checkpoint holding ``params``, ``params_ema``,
+  ``config``, ``step`` (plus the optimiser and discriminator states, so a resumed run
+  continues exactly).  Batches are drawn from ``numpy.random.default_rng([seed, step])``,
+  so a run resumed from a checkpoint sees the same data as an uninterrupted one.
+* :func:`train`: the loop, with a reconstruction warm-up, then the adversarial phase;
+  progress to a logger and to a JSON-lines file, a checkpoint every few minutes (written
+  to a temporary file and renamed).
+* :func:`export_weights`: the EMA generator as a safetensors file, with its sha256.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.flownet import FlowInterpolator, warp
+from . import losses as L
+from .config import TrainConfig
+from .discriminator import TemporalDiscriminator
+
+__all__ = ["Trainer", "g_step", "d_step", "train", "export_weights", "lr_at", "evaluate"]
+
+log = logging.getLogger("vs_vgan.train")
+
+Batch = dict[str, torch.Tensor]
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Generator learning rate: a linear ramp, then cosine decay from lr_g to lr_min."""
+    if step < cfg.lr_ramp:
+        return cfg.lr_g * (step + 1) / cfg.lr_ramp
+    p = min(1.0, (step - cfg.lr_ramp) / max(1, cfg.steps - cfg.lr_ramp))
+    return cfg.lr_min + 0.5 * (cfg.lr_g - cfg.lr_min) * (1.0 + math.cos(math.pi * p))
+
+
+def _adv_weight(cfg: TrainConfig, step: int) -> float:
+    """0 in the warm-up, then ramping up to 1 over adv_ramp steps."""
+    if step < cfg.warmup_steps:
+        return 0.0
+    return min(1.0, (step - cfg.warmup_steps + 1) / max(1, cfg.adv_ramp))
+
+
+def _flow_aux_weight(cfg: TrainConfig, step: int) -> float:
+    if cfg.flow_aux_steps <= 0:
+        return 0.0
+    return cfg.w_flow_aux * max(0.0, 1.0 - step / cfg.flow_aux_steps)
+
+
+class Trainer:
+    """Generator, EMA generator, discriminator and their optimisers for one run."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.net = FlowInterpolator(**cfg.model).to(self.device)
+        if cfg.crop % self.net.modulo:
+            raise ValueError(f"TrainConfig: crop must be a multiple of the generator's modulo {self.net.modulo}; got {cfg.crop}")
+        self.ema = copy.deepcopy(self.net).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.disc = TemporalDiscriminator(**cfg.disc).to(self.device)
+        self.opt_g = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr_g, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0)
+        self.step = 0
+        self.last_fake: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {
+            "params": self.net.state_dict(),
+            "params_ema": self.ema.state_dict(),
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
+             override: dict | None = None) -> "Trainer":
+        """Resume from a checkpoint; ``override`` changes settings that do not alter the
+        networks' shapes (steps, learning rates, data paths, ...)."""
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = dict(ckpt["config"])
+        if override:
+            for key in ("model", "disc"):
+                if key in override and override[key] != data[key]:
+                    raise ValueError(f"Trainer.load: {key} can't change on resume; checkpoint has {data[key]}")
+            data.update(override)
+        trainer = cls(TrainConfig.from_dict(data), device)
+        trainer.net.load_state_dict(ckpt["params"])
+        trainer.ema.load_state_dict(ckpt["params_ema"])
+        trainer.disc.load_state_dict(ckpt["disc"])
+        trainer.opt_g.load_state_dict(ckpt["opt_g"])
+        trainer.opt_d.load_state_dict(ckpt["opt_d"])
+        trainer.step = int(ckpt["step"])
+        return trainer
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _adv_g(cfg: TrainConfig, real_logits, fake_logits) -> torch.Tensor:
+    if cfg.adv_loss == "hinge":
+        return L.hinge_g(fake_logits)
+    return L.rahinge_g(real_logits, fake_logits)
+
+
+def _adv_d(cfg: TrainConfig, real_logits, fake_logits) -> torch.Tensor:
+    if cfg.adv_loss == "hinge":
+        return L.hinge_d(real_logits, fake_logits)
+    return L.rahinge_d(real_logits, fake_logits)
+
+
+def generate(net: FlowInterpolator, batch: Batch) -> tuple[torch.Tensor, tuple]:
+    state = net.encode(batch["img0"], batch["img1"])
+    return net.synthesize(state, batch["t"]), state
+
+
+def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
+    """One generator step: reconstruction (+ flow photometric aux) and, after the warm-up,
+    the adversarial and feature-matching terms.  Returns the loss parts as floats."""
+    cfg, net = tr.cfg, tr.net
+    net.train()
+    for g in tr.opt_g.param_groups:
+        g["lr"] = lr_at(cfg, tr.step)
+    pred, state = generate(net, batch)
+    gt = batch["gt"]
+    total, parts = L.reconstruction(pred, gt, w_charb=cfg.w_charb, w_census=cfg.w_census, w_grad=cfg.w_grad,
+                                     w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
+    w_aux = _flow_aux_weight(cfg, tr.step)
+    if w_aux > 0:
+        _, _, small0, small1, _, _, flows = state
+        aux = 0.5 * (L.census(warp(small1, flows[:, :2]), small0) + L.census(warp(small0, flows[:, 2:]), small1))
+        total = total + w_aux * aux
+        parts["flow_aux"] = aux.item()
+    w = _adv_weight(cfg, tr.step)
+    if w > 0:
+        for p in tr.disc.parameters():
+            p.requires_grad_(False)
+        real_logits, real_feats = tr.disc(batch["img0"], gt, batch["img1"])
+        fake_logits, fake_feats = tr.disc(batch["img0"], pred, batch["img1"])
+        adv = _adv_g(cfg, [r.detach() for r in real_logits], fake_logits)
+        fm = L.feature_matching(real_feats, fake_feats)
+        total = total + w * (cfg.w_adv * adv + cfg.w_fm * fm)
+        parts["adv_g"], parts["fm"] = adv.item(), fm.item()
+        for p in tr.disc.parameters():
+            p.requires_grad_(True)
+    tr.opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    tr.opt_g.step()
+    tr.update_ema()
+    tr.last_fake = pred.detach()
+    parts["total"] = total.item()
+    parts["psnr"] = float(L.psnr(pred.detach(), gt))
+    parts["lr"] = tr.opt_g.param_groups[0]["lr"]
+    return parts
+
+
+def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[str, float]:
+    """One discriminator step on the real middle frame against the generator's output
+    (``fake``, or generated here)."""
+    tr.disc.train()
+    if fake is None:
+        with torch.no_grad():
+            tr.net.eval()
+            fake, _ = generate(tr.net, batch)
+    real_logits, _ = tr.disc(batch["img0"], batch["gt"], batch["img1"])
+    fake_logits, _ = tr.disc(batch["img0"], fake, batch["img1"])
+    loss = _adv_d(tr.cfg, real_logits, fake_logits)
+    tr.opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    tr.opt_d.step()
+    with torch.no_grad():
+        real = float(torch.stack([r.mean() for r in real_logits]).mean())
+        fake_m = float(torch.stack([f.mean() for f in fake_logits]).mean())
+    return {"adv_d": loss.item(), "d_real": real, "d_fake": fake_m}
+
+
+@torch.no_grad()
+def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.device) -> dict[str, float]:
+    """Mean PSNR/SSIM of ``net`` (and of the linear blend) over fixed validation batches."""
+    net.eval()
+    ps, ss, blend = [], [], []
+    for b in batches:
+        b = _to(b, device)
+        pred, _ = generate(net, b)
+        ps.append(float(L.psnr(pred, b["gt"])))
+        ss.append(float(L.ssim(pred, b["gt"])))
+        blend.append(float(L.psnr(torch.lerp(b["img0"], b["img1"], b["t"]), b["gt"])))
+    return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss)), "val_blend_psnr": float(np.mean(blend))}
+
+
+def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_dir: str | os.PathLike, *,
+          until: int | None = None, val_batches: list[Batch] | None = None,
+          deadline: float | None = None) -> Trainer:
+    """Run ``tr`` from its step to ``until`` (default: cfg.steps), or until the wall-clock
+    ``deadline`` (time.time()), checkpointing to ``out_dir/last.pt`` every
+    cfg.checkpoint_seconds and at the end.  ``make_batch(rng)`` gives a batch of
+    tensors img0, gt, img1 (B, 3, crop, crop) and t (B, 1, 1, 1)."""
+    cfg = tr.cfg
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    until = cfg.steps if until is None else min(until, cfg.steps)
+    logf = open(out / "log.jsonl", "a", encoding="utf-8")
+    last_ckpt = time.time()
+    t0, s0 = time.time(), tr.step
+    acc: dict[str, list[float]] = {}
+    try:
+        while tr.step < until:
+            if deadline is not None and time.time() >= deadline:
+                log.info("deadline reached at step %d", tr.step)
+                break
+            rng = np.random.default_rng([cfg.seed, tr.step])
+            batch = _to(make_batch(rng), tr.device)
+            parts = g_step(tr, batch)
+            if _adv_weight(cfg, tr.step) > 0:  # the discriminator sees the output just made
+                parts.update(d_step(tr, batch, tr.last_fake))
+            tr.step += 1
+            for k, v in parts.items():
+                acc.setdefault(k, []).append(v)
+            if tr.step % cfg.log_every == 0 or tr.step == until:
+                rate = (tr.step - s0) / max(1e-9, time.time() - t0)
+                row = {k: round(float(np.mean(v)), 5) for k, v in acc.items()}
+                row.update(step=tr.step, steps_per_s=round(rate, 3), eta_min=round((until - tr.step) / max(rate, 1e-9) / 60, 1))
+                log.info("step %d/%d  %s", tr.step, until, "  ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                acc.clear()
+            if time.time() - last_ckpt >= cfg.checkpoint_seconds:
+                _checkpoint(tr, out, val_batches, logf)
+                last_ckpt = time.time()
+    finally:
+        _checkpoint(tr, out, val_batches, logf)
+        logf.close()
+    return tr
+
+
+def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf) -> None:
+    tr.save(out / "last.pt")
+    row = {"step": tr.step, "checkpoint": str(out / "last.pt")}
+    if val_batches:
+        row.update(evaluate(tr.ema, val_batches, tr.device))
+    log.info("checkpoint %s", "  ".join(f"{k}={v}" for k, v in row.items()))
+    logf.write(json.dumps(row) + "\n")
+    logf.flush()
+
+
+def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, *, ema: bool = True) -> tuple[Path, str, dict]:
+    """Write the (EMA) generator of ``checkpoint`` to ``dest`` as safetensors; returns
+    (path, sha256, the generator's kwargs)."""
+    from safetensors.torch import save_file
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    params = ckpt["params_ema" if ema else "params"]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().float() for k, v in params.items()}, str(dest),
+              metadata={"step": str(ckpt["step"]), "config": json.dumps(ckpt["config"])})
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    return dest, digest, dict(ckpt["config"]["model"])
