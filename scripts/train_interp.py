@@ -57,7 +57,7 @@ def build_sources(cfg: TrainConfig):
         raise SystemExit(f"train_interp: no videos under {cfg.data_root}; run scripts/fetch_training_data.sh {cfg.data_root}")
     cache = cfg.cache_dir or str(Path(cfg.data_root) / ".cache")
     log.info("%d videos under %s (cache %s)", len(videos), cfg.data_root, cache)
-    clips = D.cache_videos(videos, cache, max_side=cfg.max_side)
+    clips = D.cache_videos(videos, cache, max_side=cfg.max_side or None)
     log.info("%d frames of real video", sum(len(c) for c in clips))
     real = D.VideoTriplets(clips, max_span=cfg.max_span)
     synth = D.SyntheticMotion(D.still_images())

@@ -1,9 +1,27 @@
 """vs_vgan: GAN-trained frame interpolation and prediction as VapourSynth nodes.
 
 Importing has no side effects: no VapourSynth core is touched, nothing is downloaded,
-nothing is printed.
+nothing is printed.  The nodes are imported on first use, so that the training library
+(``vs_vgan.train``) and the models import without VapourSynth.
 """
-from .nodes import interpolate
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["interpolate", "__version__"]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .nodes import interpolate
+
+
+def __getattr__(name: str) -> Any:
+    if name == "interpolate":
+        from .nodes import interpolate
+
+        return interpolate
+    raise AttributeError(f"module 'vs_vgan' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"interpolate"})

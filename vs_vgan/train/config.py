@@ -45,7 +45,7 @@ class TrainConfig:
     # data
     data_root: str = ""
     cache_dir: str = ""
-    max_side: int = 768           # videos cached with their longer side at most this
+    max_side: int = 0             # > 0: videos cached with their longer side at most this
     p_synthetic: float = 0.3      # share of synthetic-motion samples, the rest real video
     max_span: int = 4             # triplets (i, i+k, i+n) with n <= max_span: t = k/n
     # bookkeeping

