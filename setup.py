@@ -29,7 +29,10 @@ setup(
     include_package_data=True,
     install_requires=["vapoursynth>=74", "torch>=2.4", "numpy>=1.26", "safetensors>=0.4"],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "vapoursynth-bestsource", "vapoursynth-mvtools"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "vapoursynth-bestsource", "vapoursynth-mvtools",
+                 "pillow", "scikit-image", "scikit-learn"],
+        # training only (scripts/train_interp.py): animated WebP reading and the still photographs
+        "train": ["pillow", "scikit-image", "scikit-learn", "vapoursynth-bestsource"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.12",

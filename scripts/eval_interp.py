@@ -62,6 +62,22 @@ def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return float(ssim(x, y))
 
 
+def candidate_spec(path: str):
+    """A ModelSpec for a generator exported by train_interp.py (kwargs from its metadata)."""
+    from safetensors import safe_open
+
+    from vs_vgan.models import ModelSpec
+    from vs_vgan.models.flownet import FlowInterpolator
+    from vs_vgan.models.loader import file_sha256
+
+    path = str(Path(path).resolve())
+    with safe_open(path, "pt") as fh:
+        kwargs = json.loads(fh.metadata()["config"])["model"]
+    modulo = FlowInterpolator(**kwargs).modulo
+    return ModelSpec(name=Path(path).stem, task="interpolate", arch="flow", kwargs=kwargs, weights=path,
+                     sha256=file_sha256(Path(path)), modulo=modulo)
+
+
 def log(msg: str) -> None:
     print(f"eval_interp: {msg}", file=sys.stderr, flush=True)
 
@@ -86,7 +102,7 @@ def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_fr
             rgb.append(hb.psnr(a, b))
             ss.append(ssim_rgb(a, b))
             yy.append(hb.psnr(hb.planes(s_y.get_frame(i)), hb.planes(o_y.get_frame(i))))
-        row = dict(set="bigbuckbunny-heldout", method=name, kwargs=kw, n=len(rgb),
+        row = dict(set="bigbuckbunny-heldout", method=name, kwargs=_show(kw), n=len(rgb),
                    psnr_rgb=round(float(np.mean(rgb)), 3), ssim_rgb=round(float(np.mean(ss)), 4),
                    psnr_y=round(float(np.mean(yy)), 3), seconds=round(time.perf_counter() - t0, 2))
         log(json.dumps(row))
@@ -115,12 +131,19 @@ def eval_triplets(tb, root: str, methods: list[tuple[str, dict | None]]) -> list
             psnrs.append(99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse))
             ssims.append(ssim_rgb(pred, gt))
             per[item] = round(psnrs[-1], 2)
-        row = dict(set="middlebury-others", method="blend" if name == "linear" else name, kwargs=kw, n=len(names),
+        row = dict(set="middlebury-others", method="blend" if name == "linear" else name, kwargs=_show(kw), n=len(names),
                    psnr_rgb=round(float(np.mean(psnrs)), 3), ssim_rgb=round(float(np.mean(ssims)), 4),
                    seconds=round(time.perf_counter() - t0, 2), per_item_psnr=per)
         log(json.dumps(row))
         rows.append(row)
     return rows
+
+
+def _show(kw: dict | None) -> dict | None:
+    """kwargs as JSON can hold them (a ModelSpec by its name and weights)."""
+    if kw is None:
+        return None
+    return {k: (f"{v.name} ({v.weights})" if hasattr(v, "weights") else v) for k, v in kw.items()}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -146,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="dup,blend,mvflow,minterp", help="peer methods (comma separated)")
     ap.add_argument("--vgan", action="append", default=[], metavar="NAME=JSON",
                     help="a vs_vgan setting to score (default: vgan={})")
+    ap.add_argument("--weights", help="score this safetensors file (from train_interp.py --export) as the vgan "
+                    "model instead of the default: for candidates before they ship")
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--threads", type=int, default=0, help="VapourSynth core threads (default: all)")
     ap.add_argument("--json", help="write the rows here")
@@ -158,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise SystemExit(f"eval_interp: --vgan needs NAME=JSON; got {item!r}")
         methods.append((name, json.loads(js)))
+    if a.weights:
+        spec = candidate_spec(a.weights)
+        methods = [(n, {"model": spec, **kw} if kw is not None and "model" not in kw else kw) for n, kw in methods]
     bench = Path(a.bench)
     hb = load_bench(bench / "heldout.py", "vgan_bench_heldout")
     tb = load_bench(bench / "triplets.py", "vgan_bench_triplets")

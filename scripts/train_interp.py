@@ -47,7 +47,7 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
-def build_sources(cfg: TrainConfig):
+def build_sources(cfg: TrainConfig, source: str | None = None):
     from vs_vgan.train import data as D
 
     if not cfg.data_root:
@@ -57,7 +57,7 @@ def build_sources(cfg: TrainConfig):
         raise SystemExit(f"train_interp: no videos under {cfg.data_root}; run scripts/fetch_training_data.sh {cfg.data_root}")
     cache = cfg.cache_dir or str(Path(cfg.data_root) / ".cache")
     log.info("%d videos under %s (cache %s)", len(videos), cfg.data_root, cache)
-    clips = D.cache_videos(videos, cache, max_side=cfg.max_side or None)
+    clips = D.cache_videos(videos, cache, max_side=cfg.max_side or None, source=source)
     log.info("%d frames of real video", sum(len(c) for c in clips))
     real = D.VideoTriplets(clips, max_span=cfg.max_span)
     synth = D.SyntheticMotion(D.still_images())
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="training data folder (scripts/fetch_training_data.sh)")
     ap.add_argument("--cache", help="decoded-video cache folder (default DATA/.cache)")
+    ap.add_argument("--source", help="VapourSynth source filter for non-WebP videos, as namespace.Function "
+                    "(default bs.VideoSource; e.g. ffms2.Source, lsmas.LWLibavSource)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "interp"), help="checkpoint/log folder")
     ap.add_argument("--resume", help="checkpoint to continue from")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change a TrainConfig setting")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("config %s", json.dumps(cfg.to_dict()))
     log.info("generator %d parameters, discriminator %d", sum(p.numel() for p in tr.net.parameters()),
              sum(p.numel() for p in tr.disc.parameters()))
-    make = build_sources(cfg)
+    make = build_sources(cfg, a.source)
     val = [make(np.random.default_rng([10_000_019, i])) for i in range(4)]
     deadline = time.time() + 60 * a.minutes if a.minutes else None
     try:

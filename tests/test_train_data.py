@@ -447,3 +447,22 @@ def test_make_batch_errors():
         data.make_batch(sources, [1.0], 0, 8, np.random.default_rng(0))
     with pytest.raises(ValueError, match="sources must be a non-empty list"):
         data.make_batch([], [], 2, 8, np.random.default_rng(0))
+
+
+def test_any_vapoursynth_source_plugin_can_read_the_videos(tmp_path: Path):
+    import vapoursynth as vs
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg makes the test video")
+    path = make_mp4(tmp_path / "clip.mp4")
+    calls = []
+
+    def source(p: str) -> vs.VideoNode:
+        calls.append(p)
+        return vs.core.bs.VideoSource(p, cachemode=0)
+
+    by_callable = data.load_video(path, source=source)
+    by_name = data.load_video(path, source="bs.VideoSource")
+    assert calls == [str(path)] and np.array_equal(by_callable, by_name) and by_name.shape[0] == 6
+    with pytest.raises(ValueError, match="source must be a callable or the 'namespace.Function' name"):
+        data.load_video(path, source="nosuch.Source")

@@ -55,7 +55,7 @@ def interpolate(
             duration.
         fps: target output rate instead of ``factor`` (e.g. ``"60000/1001"``); constant-rate
             clips only.  Neither given: ``factor=2``.
-        model: a registered interpolation model name (``vs-vgan models`` lists them) or a
+        model: a registered interpolation model name (``vs_vgan.models.list_models()`` lists them) or a
             :class:`vs_vgan.models.ModelSpec`; None is the default model.
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"auto"`` (fp16 for half-float clips on CUDA, else fp32), ``"fp32"``,

@@ -14,10 +14,10 @@ class TrainConfig:
     # generator (vs_vgan.models.flownet.FlowInterpolator keyword arguments)
     model: dict = field(default_factory=lambda: {"channels": [16, 32, 48, 64], "radius": [0, 2, 3, 4], "stem": 4, "synth": 24})
     # discriminator (vs_vgan.train.discriminator.TemporalDiscriminator)
-    disc: dict = field(default_factory=lambda: {"channels": 32, "layers": 4, "scales": 2})
+    disc: dict = field(default_factory=lambda: {"channels": 32, "layers": 3, "scales": 2})
     seed: int = 0
     steps: int = 20000            # total generator steps
-    warmup_steps: int = 14000     # reconstruction only; the adversarial phase follows
+    warmup_steps: int = 15500     # reconstruction only; the adversarial phase follows
     batch: int = 8
     crop: int = 192               # a multiple of the generator's modulo
     lr_g: float = 6e-4
@@ -36,7 +36,7 @@ class TrainConfig:
     w_freq: float = 0.0
     # photometric census term on the bidirectional flows, faded out linearly by flow_aux_steps
     w_flow_aux: float = 0.05
-    flow_aux_steps: int = 6000
+    flow_aux_steps: int = 5000
     # adversarial phase
     adv_loss: str = "rahinge"     # "hinge" or "rahinge"
     w_adv: float = 0.005

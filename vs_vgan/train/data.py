@@ -34,7 +34,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "find_videos",
     "load_video",
+    "resolve_source",
     "cache_videos",
     "still_images",
     "VideoTriplets",
@@ -126,13 +127,32 @@ def _open_webp(path: Path, max_frames: int | None) -> tuple[int, int, int, Itera
     return count, height, width, frames()
 
 
-def _open_vs(path: Path, max_frames: int | None) -> tuple[int, int, int, Iterator[np.ndarray]]:
+def resolve_source(source: str | Callable | None) -> Callable:
+    """A VapourSynth source filter: a callable ``source(path_str) -> VideoNode``, or a
+    ``"namespace.Function"`` name of any loaded source plugin (``"ffms2.Source"``,
+    ``"lsmas.LWLibavSource"``, ...); None is bestsource without index files."""
+    import vapoursynth as vs
+
+    if source is None:
+        # cachemode=0: no index files written next to the video or in a user cache folder;
+        # the clip is decoded once into cache_videos' own cache anyway.
+        return lambda p: vs.core.bs.VideoSource(p, cachemode=0)
+    if callable(source):
+        return source
+    ns, _, func = str(source).partition(".")
+    plugin = getattr(vs.core, ns, None) if func else None
+    if plugin is None or not hasattr(plugin, func):
+        raise value_error("train.data", "source", "a callable or the 'namespace.Function' name of a loaded "
+                          "VapourSynth source plugin, such as 'bs.VideoSource' or 'ffms2.Source'", source)
+    return getattr(plugin, func)
+
+
+def _open_vs(path: Path, max_frames: int | None, source: str | Callable | None = None
+             ) -> tuple[int, int, int, Iterator[np.ndarray]]:
     import vapoursynth as vs
 
     core = vs.core
-    # cachemode=0: no index files written next to the video or in a user cache folder; the
-    # clip is decoded once into cache_videos' own cache anyway.
-    clip = core.bs.VideoSource(str(path), cachemode=0)
+    clip = resolve_source(source)(str(path))
     fmt = clip.format
     if fmt is None or clip.width == 0:
         raise value_error("train.data.load_video", "path", "a video with a constant format and size",
@@ -162,7 +182,8 @@ def _open_vs(path: Path, max_frames: int | None) -> tuple[int, int, int, Iterato
     return count, rgb.height, rgb.width, frames()
 
 
-def _open_video(path: Path, max_frames: int | None) -> tuple[int, int, int, Iterator[np.ndarray]]:
+def _open_video(path: Path, max_frames: int | None, source: str | Callable | None = None
+                ) -> tuple[int, int, int, Iterator[np.ndarray]]:
     """(frame count, height, width, iterator of HWC uint8 frames); a yielded array may be reused."""
     if not path.is_file():
         raise value_error("train.data.load_video", "path", "an existing file", str(path))
@@ -170,20 +191,22 @@ def _open_video(path: Path, max_frames: int | None) -> tuple[int, int, int, Iter
         raise value_error("train.data.load_video", "max_frames", "None or an int >= 1", max_frames)
     if path.suffix.lower() == ".webp":
         return _open_webp(path, max_frames)
-    return _open_vs(path, max_frames)
+    return _open_vs(path, max_frames, source)
 
 
-def load_video(path: str | os.PathLike, *, max_frames: int | None = None) -> np.ndarray:
+def load_video(path: str | os.PathLike, *, max_frames: int | None = None,
+               source: str | Callable | None = None) -> np.ndarray:
     """Decode a video into a ``(T, H, W, 3)`` uint8 RGB array (at most ``max_frames`` frames).
 
     ``.webp`` files are read with Pillow (each frame converted to RGB, alpha dropped);
-    everything else through VapourSynth's ``bs.VideoSource`` and ``resize.Bicubic`` to RGB24,
+    everything else through a VapourSynth source filter (``source``: see
+    :func:`resolve_source`; bestsource by default) and ``resize.Bicubic`` to RGB24,
     with the matrix from the first frame's ``_Matrix`` prop when it is a known one, else 709
     for frames at least 1280 wide or taller than 576 and 170m (601) otherwise.  The range
     follows the frame's range props (limited when absent).
     """
     path = Path(path)
-    count, height, width, frames = _open_video(path, max_frames)
+    count, height, width, frames = _open_video(path, max_frames, source)
     out = np.empty((count, height, width, 3), np.uint8)
     n = 0
     for n, frame in enumerate(frames, 1):
@@ -207,7 +230,7 @@ def _cache_name(path: Path, max_side: int | None) -> str:
 
 
 def cache_videos(paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike, *,
-                 max_side: int | None = None) -> list[np.ndarray]:
+                 max_side: int | None = None, source: str | Callable | None = None) -> list[np.ndarray]:
     """Decode each video once into ``cache_dir`` and return read-only memory-mapped arrays.
 
     Each file becomes ``cache_dir/<sanitized file name>-<hash>.npy``, the hash covering the
@@ -225,16 +248,16 @@ def cache_videos(paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLik
     for path in map(Path, paths):
         target = cache_dir / _cache_name(path, max_side)
         if not target.exists():
-            _decode_to(path, target, max_side)
+            _decode_to(path, target, max_side, source)
         out.append(np.load(target, mmap_mode="r"))
     return out
 
 
-def _decode_to(path: Path, target: Path, max_side: int | None) -> None:
+def _decode_to(path: Path, target: Path, max_side: int | None, source: str | Callable | None = None) -> None:
     from PIL import Image
 
     start = time.perf_counter()
-    count, height, width, frames = _open_video(path, None)
+    count, height, width, frames = _open_video(path, None, source)
     h, w = _fit_size(height, width, max_side)
     tmp = target.with_name(f"{target.stem}.tmp-{os.getpid()}.npy")
     try:
