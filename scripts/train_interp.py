@@ -10,7 +10,8 @@ Settings are TrainConfig's (vs_vgan/train/config.py); any can be changed with
 ``--set name=value`` (JSON values: --set steps=30000 --set 'model={"channels":[8,16],...}').
 A checkpoint (params, params_ema, config, step, optimiser states) is written to
 OUT/last.pt every checkpoint_seconds and when the run stops (Ctrl-C, --minutes, the end);
-progress goes to stderr and OUT/log.jsonl.  Validation PSNR is measured on fixed batches
+progress goes to stderr and OUT/log.jsonl.  SIGINT or SIGTERM stop the run after the
+current step with a checkpoint.  Validation PSNR is measured on fixed batches
 drawn from the training sources (never from evaluation data; see ../shared/DATA.md).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -110,8 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     make = build_sources(cfg, a.source)
     val = [make(np.random.default_rng([10_000_019, i])) for i in range(4)]
     deadline = time.time() + 60 * a.minutes if a.minutes else None
+
+    stopping = []
+
+    def stop(signum, frame):  # SIGTERM, and SIGINT even where a background shell ignores it
+        log.info("signal %d: stopping after this step", signum)
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
-        train(tr, make, a.out, until=a.until, val_batches=val, deadline=deadline)
+        train(tr, make, a.out, until=a.until, val_batches=val, deadline=deadline, stop=lambda: bool(stopping))
     except KeyboardInterrupt:
         log.info("interrupted at step %d; checkpoint written to %s", tr.step, Path(a.out) / "last.pt")
         return 130

@@ -29,7 +29,7 @@ def test_registered_weights_exist_and_match():
 def test_unknown_model_name():
     with pytest.raises(ValueError) as info:
         get_spec("nope", task="interpolate", func="interpolate")
-    assert str(info.value).startswith("vs_vgan.interpolate: model must be one of 'blend'")
+    assert str(info.value).startswith("vs_vgan.interpolate: model must be one of 'vgan-flow-v1', 'blend'")
     assert "or a ModelSpec; got 'nope'" in str(info.value)
 
 

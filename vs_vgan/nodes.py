@@ -200,6 +200,21 @@ def _duration(props: Any) -> Fraction:
 
 
 # ---------------------------------------------------------------------- the callback
+# On the CPU one network call at a time: each call already spreads over torch's intra-op
+# threads, and VapourSynth runs callbacks on core.num_threads threads at once, so calls in
+# parallel would put (VS threads x torch threads) busy threads on the cores.  The frame
+# conversions around the calls still run in parallel.
+_CPU_NET_LOCK = threading.Lock()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class _PairCache:
     """Bounded LRU of per-pair network states keyed by the left source index.
 
@@ -246,6 +261,7 @@ class _Interpolator:
                  dtype: torch.dtype, bridge: FrameBridge, cache_size: int, has_cut_clip: bool,
                  variable_rate: bool, scale: float = 1.0) -> None:
         self.net = net
+        self.net_lock = _CPU_NET_LOCK if device.type == "cpu" else _NoLock()
         self.scale = scale
         net_modulo = net.modulo_for(scale) if hasattr(net, "modulo_for") else int(getattr(net, "modulo", 1))
         self.modulo = math.lcm(spec.modulo, int(net_modulo))
@@ -290,9 +306,13 @@ class _Interpolator:
         state, crop = self.pairs.get(key, lambda: self._encode(left, right))
         with torch.inference_mode():
             tt = torch.full((1, 1, 1, 1), float(t), device=self.device, dtype=self.dtype)
-            return crop(self.net.synthesize(state, tt))[0]
+            with self.net_lock:
+                out = self.net.synthesize(state, tt)
+            return crop(out)[0]
 
     def _encode(self, left: vs.VideoFrame, right: vs.VideoFrame) -> tuple[Any, Callable]:
         with torch.inference_mode():
             pair, crop = pad_to_modulo(self.bridge.to_tensor([left, right]), self.modulo)
-            return self.net.encode(pair[0:1], pair[1:2], **self.encode_kw), crop
+            with self.net_lock:
+                state = self.net.encode(pair[0:1], pair[1:2], **self.encode_kw)
+            return state, crop

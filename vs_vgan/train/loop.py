@@ -229,10 +229,11 @@ def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.devi
 
 def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_dir: str | os.PathLike, *,
           until: int | None = None, val_batches: list[Batch] | None = None,
-          deadline: float | None = None) -> Trainer:
+          deadline: float | None = None, stop: Callable[[], bool] | None = None) -> Trainer:
     """Run ``tr`` from its step to ``until`` (default: cfg.steps), or until the wall-clock
     ``deadline`` (time.time()), checkpointing to ``out_dir/last.pt`` every
-    cfg.checkpoint_seconds and at the end.  ``make_batch(rng)`` gives a batch of
+    cfg.checkpoint_seconds and at the end (also when ``stop()`` turns true, checked between
+    steps, or on an exception).  ``make_batch(rng)`` gives a batch of
     tensors img0, gt, img1 (B, 3, crop, crop) and t (B, 1, 1, 1)."""
     cfg = tr.cfg
     out = Path(out_dir)
@@ -246,6 +247,9 @@ def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_d
         while tr.step < until:
             if deadline is not None and time.time() >= deadline:
                 log.info("deadline reached at step %d", tr.step)
+                break
+            if stop is not None and stop():
+                log.info("stopped at step %d", tr.step)
                 break
             rng = np.random.default_rng([cfg.seed, tr.step])
             batch = _to(make_batch(rng), tr.device)
