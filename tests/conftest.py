@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -48,26 +50,36 @@ def ramp(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 32,
     return vs.core.std.Splice(frames)
 
 
-def noise(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 32, height: int = 16,
-          fps: Fraction = Fraction(24), seed: int = 0) -> vs.VideoNode:
-    """Seeded random frames: frame n's content depends only on (seed, n)."""
+def painted(fmt: int | vs.VideoFormat, length: int, width: int, height: int, fps: Fraction,
+            paint: Callable[[int, list[np.ndarray]], None]) -> vs.VideoNode:
+    """A clip whose frame n is written by ``paint(n, planes)`` into its writable plane arrays."""
     fmt = vs.core.get_video_format(fmt)
     blank = vs.core.std.BlankClip(format=fmt.id, width=width, height=height, length=length,
                                   fpsnum=fps.numerator, fpsden=fps.denominator, keep=False)
 
     def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        rng = np.random.default_rng((seed, n))
         fout = f.copy()
-        for p in range(fmt.num_planes):
-            dst = np.asarray(fout[p])
+        paint(n, [np.asarray(fout[p]) for p in range(fmt.num_planes)])
+        return fout
+
+    return vs.core.std.ModifyFrame(blank, clips=blank, selector=fill)
+
+
+def noise(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 32, height: int = 16,
+          fps: Fraction = Fraction(24), seed: int = 0) -> vs.VideoNode:
+    """Seeded random frames: frame n's content depends only on (seed, n)."""
+    fmt = vs.core.get_video_format(fmt)
+
+    def paint(n: int, planes: list[np.ndarray]) -> None:
+        rng = np.random.default_rng((seed, n))
+        for p, dst in enumerate(planes):
             if fmt.sample_type == vs.FLOAT:
                 lo = -0.5 if (fmt.color_family == vs.YUV and p > 0) else 0.0
                 dst[...] = rng.random(dst.shape) + lo
             else:
                 dst[...] = rng.integers(0, 1 << fmt.bits_per_sample, dst.shape)
-        return fout
 
-    return vs.core.std.ModifyFrame(blank, clips=blank, selector=fill)
+    return painted(fmt, length, width, height, fps, paint)
 
 
 def seeded_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -111,13 +123,9 @@ def moving(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 4
            fps: Fraction = Fraction(24), speed: float = 1.5) -> vs.VideoNode:
     """A smooth pattern sliding right by ``speed`` pixels a frame (a small, real motion)."""
     fmt = vs.core.get_video_format(fmt)
-    blank = vs.core.std.BlankClip(format=fmt.id, width=width, height=height, length=length,
-                                  fpsnum=fps.numerator, fpsden=fps.denominator, keep=False)
 
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        fout = f.copy()
-        for p in range(fmt.num_planes):
-            dst = np.asarray(fout[p])
+    def paint(n: int, planes: list[np.ndarray]) -> None:
+        for p, dst in enumerate(planes):
             h, w = dst.shape
             sx, sy = width / w, height / h
             yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -127,6 +135,29 @@ def moving(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 4
                 dst[...] = v - (0.5 if (fmt.color_family == vs.YUV and p > 0) else 0.0)
             else:
                 dst[...] = np.round(v * ((1 << fmt.bits_per_sample) - 1))
-        return fout
 
-    return vs.core.std.ModifyFrame(blank, clips=blank, selector=fill)
+    return painted(fmt, length, width, height, fps, paint)
+
+
+def moving_frames(count: int = 8, width: int = 48, height: int = 40) -> list[np.ndarray]:
+    """HWC uint8 RGB frames of a smooth pattern sliding right by 2 pixels a frame."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    frames = []
+    for n in range(count):
+        x = xx - 2 * n
+        rgb = [0.5 + 0.3 * np.sin(x / 5.0 + c) * np.cos(yy / 7.0) + 0.15 * np.sin((x + yy) / 9.0)
+               for c in range(3)]
+        frames.append(np.round(np.stack(rgb, axis=-1) * 255).astype(np.uint8))
+    return frames
+
+
+def write_webp(path: Path, frames: list[np.ndarray]) -> Path:
+    """Frames as a lossless WebP (animated when there are several)."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    if len(images) == 1:
+        images[0].save(path, lossless=True)
+    else:
+        images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0, lossless=True)
+    return path

@@ -1,6 +1,8 @@
 """The shipped default interpolation model: registered, verified, small, and better than a blend."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch.nn.functional as F
 import vapoursynth as vs
 
 import vs_vgan
+from conftest import painted
 from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, REGISTRY, load_model
 from vs_vgan.models.loader import file_sha256, weights_path
 
@@ -57,15 +60,12 @@ def test_default_model_follows_motion_better_than_a_blend(t):
 def test_default_model_runs_through_the_node_at_both_scales():
     tex = (texture(72, 136) * 255).round().to(torch.uint8).numpy()
     frames = [np.roll(tex, 4 * i, axis=2) for i in range(3)]
-    blank = vs.core.std.BlankClip(format=vs.RGB24, width=128, height=72, length=3, fpsnum=24)
 
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), frames[n][p, :, :128])
-        return out
+    def paint(n: int, planes: list[np.ndarray]) -> None:
+        for p, dst in enumerate(planes):
+            np.copyto(dst, frames[n][p, :, :128])
 
-    clip = blank.std.ModifyFrame(blank, fill)
+    clip = painted(vs.RGB24, 3, 128, 72, Fraction(24), paint)
     for scale in (1.0, 0.5):
         out = vs_vgan.interpolate(clip, factor=2, scale=scale, scene_detect=False)
         assert out.num_frames == 6 and (out.width, out.height) == (128, 72)

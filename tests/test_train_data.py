@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import moving_frames, write_webp
 from vs_vgan.train import data
 from vs_vgan.train.data import Layer, Scene, SyntheticMotion, VideoTriplets
 
@@ -25,27 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def moving_frames(count: int = 8, width: int = 48, height: int = 40) -> list[np.ndarray]:
-    """A smooth pattern sliding right by 2 pixels a frame."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    frames = []
-    for n in range(count):
-        x = xx - 2 * n
-        rgb = [0.5 + 0.3 * np.sin(x / 5.0 + c) * np.cos(yy / 7.0) + 0.15 * np.sin((x + yy) / 9.0)
-               for c in range(3)]
-        frames.append(np.round(np.stack(rgb, axis=-1) * 255).astype(np.uint8))
-    return frames
-
-
-def write_webp(path: Path, frames: list[np.ndarray]) -> Path:
-    images = [Image.fromarray(f) for f in frames]
-    if len(images) == 1:
-        images[0].save(path, lossless=True)
-    else:
-        images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0, lossless=True)
-    return path
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import moving_frames, write_webp
 from vs_vgan.models import ModelSpec, load_model
 from vs_vgan.train.config import TrainConfig
 from vs_vgan.train.loop import Trainer, d_step, export_weights, g_step, lr_at, train
@@ -135,18 +136,13 @@ def test_train_script_runs_end_to_end_on_real_files(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from PIL import Image
-
     root = Path(__file__).resolve().parent.parent
     spec = importlib.util.spec_from_file_location("train_interp", root / "scripts" / "train_interp.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     data = tmp_path / "data"
     data.mkdir()
-    rng = np.random.default_rng(0)
-    base = (rng.random((56, 80, 3)) * 255).astype(np.uint8)
-    frames = [Image.fromarray(np.roll(base, 2 * i, axis=1)[:, :64]) for i in range(8)]
-    frames[0].save(data / "clip.webp", save_all=True, append_images=frames[1:], duration=40, lossless=True)
+    write_webp(data / "clip.webp", moving_frames(8, width=64, height=56))
     sets = ["--set", 'model={"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4}',
             "--set", 'disc={"channels": 4, "layers": 3, "scales": 1}',
             "--set", "batch=2", "--set", "crop=32", "--set", "steps=4", "--set", "warmup_steps=2",

@@ -1,6 +1,7 @@
 """Graph wiring of the public nodes: validation, aligned neighbour clips, callbacks, props."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -207,14 +208,6 @@ def _duration(props: Any) -> Fraction:
 _CPU_NET_LOCK = threading.Lock()
 
 
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 class _PairCache:
     """Bounded LRU of per-pair network states keyed by the left source index.
 
@@ -261,7 +254,7 @@ class _Interpolator:
                  dtype: torch.dtype, bridge: FrameBridge, cache_size: int, has_cut_clip: bool,
                  variable_rate: bool, scale: float = 1.0) -> None:
         self.net = net
-        self.net_lock = _CPU_NET_LOCK if device.type == "cpu" else _NoLock()
+        self.net_lock = _CPU_NET_LOCK if device.type == "cpu" else contextlib.nullcontext()
         self.scale = scale
         net_modulo = net.modulo_for(scale) if hasattr(net, "modulo_for") else int(getattr(net, "modulo", 1))
         self.modulo = math.lcm(spec.modulo, int(net_modulo))

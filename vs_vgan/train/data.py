@@ -61,8 +61,6 @@ logger = logging.getLogger(__name__)
 #: Suffixes read through VapourSynth's bestsource; ``.webp`` is read with Pillow when animated.
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".y4m"})
 
-# _Matrix prop value -> name for resize's matrix_in_s (the matrices vs_vgan.frames knows).
-_MATRIX_NAMES = {1: "709", 4: "fcc", 5: "470bg", 6: "170m", 7: "240m", 9: "2020ncl"}
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray, float]
 
@@ -103,10 +101,6 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
             if suffix in VIDEO_SUFFIXES or (suffix == ".webp" and _is_animated_webp(path)):
                 found.append(path)
     return sorted(found)
-
-
-def _default_matrix(width: int, height: int) -> str:
-    return "709" if width >= 1280 or height > 576 else "170m"
 
 
 def _open_webp(path: Path, max_frames: int | None) -> tuple[int, int, int, Iterator[np.ndarray]]:
@@ -163,12 +157,14 @@ def _open_vs(path: Path, max_frames: int | None, source: str | Callable | None =
         gray = clip if fmt.id == vs.GRAY8 else core.resize.Bicubic(clip, format=vs.GRAY8)
         rgb = core.std.ShufflePlanes([gray, gray, gray], [0, 0, 0], vs.RGB)
     else:
+        from ..frames import MATRICES, default_matrix  # the bridge's table and default
+
         matrix = clip.get_frame(0).props.get("_Matrix")
-        name = _MATRIX_NAMES.get(matrix) if isinstance(matrix, int) else None
+        if matrix not in MATRICES:
+            matrix = default_matrix(clip.width, clip.height)
         # VapourSynth's constant-format YUV clips always have sizes that are multiples of
         # their subsampling, so the resizer needs no crop here.
-        rgb = core.resize.Bicubic(clip, format=vs.RGB24,
-                                  matrix_in_s=name or _default_matrix(clip.width, clip.height))
+        rgb = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in=matrix)
     count = rgb.num_frames if max_frames is None else min(rgb.num_frames, max_frames)
 
     def frames() -> Iterator[np.ndarray]:
