@@ -13,7 +13,7 @@ import vapoursynth as vs
 import vs_vgan
 from conftest import frame_bytes, moving, noise, planes, ramp
 from vs_vgan.models import ModelSpec, load_model
-from vs_vgan.nodes import _PairCache
+from vs_vgan.nodes import _ComputeCache
 
 core = vs.core
 
@@ -130,16 +130,42 @@ def test_random_order_and_threads_give_identical_bytes(tiny_flow, threads):
             assert frame_bytes(fut.result()) == expected[k], f"frame {k} with {n_threads} threads"
 
 
-def test_each_pair_is_encoded_once(tiny_flow, monkeypatch):
+def test_each_frame_is_prepared_once_and_each_pair_encoded_once(tiny_flow, monkeypatch):
     net = load_model(tiny_flow, torch.device("cpu"), torch.float32)
-    calls = []
-    original = net.encode
-    monkeypatch.setattr(net, "encode", lambda a, b: calls.append(1) or original(a, b))
+    prepared, paired = [], []
+    prepare, pair = net.prepare, net.pair
+    monkeypatch.setattr(net, "prepare", lambda x, **kw: prepared.append(1) or prepare(x, **kw))
+    monkeypatch.setattr(net, "pair", lambda a, b: paired.append(1) or pair(a, b))
     src = moving(vs.RGB24, length=5)
     out = vs_vgan.interpolate(src, factor=4, model=tiny_flow, device="cpu", scene_detect=False)
     for f in out.frames():
         pass
-    assert len(calls) == 4  # one per source pair, though each yields three frames
+    assert len(paired) == 4  # one per source pair, though each yields three frames
+    assert len(prepared) == 5  # one per source frame, though the inner ones are in two pairs
+
+
+def test_cpu_plan_fills_the_cores_without_oversubscribing():
+    from vs_vgan.devices import cpu_plan
+
+    assert cpu_plan(2, cores=2) == (2, 1)
+    assert cpu_plan(8, cores=2) == (2, 1)
+    assert cpu_plan(1, cores=2) == (1, 2)
+    assert cpu_plan(4, cores=16) == (4, 4)
+    assert cpu_plan(3, cores=16) == (3, 5)
+    for threads in range(1, 20):
+        calls, per_call = cpu_plan(threads, cores=8)
+        assert 1 <= calls <= threads and calls * per_call <= 8
+
+
+def test_cpu_interpolate_sets_torch_threads_for_the_core(monkeypatch):
+    from vs_vgan.devices import cpu_plan
+
+    before = torch.get_num_threads()
+    try:
+        vs_vgan.interpolate(moving(vs.RGB24, length=3), model="blend", device="cpu")
+        assert torch.get_num_threads() == cpu_plan(core.num_threads)[1]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_variable_frame_rate_factor_uses_each_duration():
@@ -165,7 +191,7 @@ def test_downconversion_60_to_50():
 
 
 def test_pair_cache_is_bounded_and_computes_once_under_contention():
-    cache = _PairCache(3)
+    cache = _ComputeCache(3)
     computed = []
     barrier = threading.Barrier(8)
 
@@ -186,7 +212,7 @@ def test_pair_cache_is_bounded_and_computes_once_under_contention():
 
 
 def test_pair_cache_failure_is_not_cached():
-    cache = _PairCache(2)
+    cache = _ComputeCache(2)
     with pytest.raises(RuntimeError):
         cache.get(1, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     assert cache.get(1, lambda: 5) == 5

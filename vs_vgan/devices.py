@@ -1,13 +1,14 @@
 """Device and precision resolution: the only module that touches ``torch.cuda``."""
 from __future__ import annotations
 
+import os
 import re
 
 import torch
 
 from .errors import type_error, value_error
 
-__all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize"]
+__all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan"]
 
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -65,3 +66,27 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` (no-op on the CPU); for benchmarks."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_plan(core_threads: int, cores: int | None = None) -> tuple[int, int]:
+    """``(calls, threads)``: how many network calls run at once on the CPU, and torch's
+    intra-op threads for each, so that ``calls * threads`` fills the cores without
+    oversubscribing them.
+
+    VapourSynth runs up to ``core.num_threads`` frame callbacks at once.  Frames in
+    parallel, each on one thread, beat one frame at a time on all threads: many of the
+    per-frame operations (warps, resizes) don't split across threads, and the rest split
+    with losses.  So: one call per core while there are callbacks for them, and the cores
+    left over (when ``core.num_threads`` is below the core count) shared among the calls.
+    """
+    cores = cpu_cores() if cores is None else max(1, int(cores))
+    calls = max(1, min(int(core_threads), cores))
+    return calls, max(1, cores // calls)

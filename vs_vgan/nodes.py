@@ -108,6 +108,8 @@ def interpolate(
         precision, device=dev, clip_is_half=(fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16), func=func
     )
     net = load_model(spec, dev, dtype, func=func)
+    if dev.type == "cpu":
+        _use_cpu_plan(vs.core.num_threads)
     if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
 
@@ -123,15 +125,69 @@ def interpolate(
     base = aligned[0]
     if src_fps != 0:
         base = core.std.AssumeFPS(base, fpsnum=out_fps.numerator, fpsden=out_fps.denominator)
+    lanes = devices.cpu_plan(core.num_threads)[0] if dev.type == "cpu" else 1
     runner = _Interpolator(
         net=net, spec=spec, timeline=timeline, device=dev, dtype=dtype,
         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
-        cache_size=min(8, core.num_threads + 2), has_cut_clip=cut_clip is not None,
+        cache_size=min(8, core.num_threads + 2) + 2 * lanes, has_cut_clip=cut_clip is not None,
         variable_rate=src_fps == 0, scale=float(scale),
     )
     clips = aligned[:2] + ([cut_clip] if cut_clip is not None else []) + aligned[2:]
-    log.debug("interpolate: %r, model %s on %s (%s)", timeline, spec.name, dev, dtype)
-    return core.std.ModifyFrame(base, clips=clips, selector=runner)
+    log.debug("interpolate: %r, model %s on %s (%s), %d lane(s)", timeline, spec.name, dev, dtype, lanes)
+    if lanes == 1:
+        return core.std.ModifyFrame(base, clips=clips, selector=runner)
+    return _in_lanes(base, clips, runner, lanes, block=max(1, round(ratio)))
+
+
+def _in_lanes(base: vs.VideoNode, clips: list[vs.VideoNode], runner: "_Interpolator", lanes: int,
+              block: int) -> vs.VideoNode:
+    """``ModifyFrame(base, clips, runner)``, with the frames dealt out to ``lanes``
+    ModifyFrame instances that VapourSynth runs side by side.
+
+    VapourSynth never runs one ModifyFrame instance's Python callback on two threads at
+    once, so a single node uses one core however many threads the core has.  Output
+    frames go to the lanes in blocks of ``block`` (about one source pair's frames, so
+    that each lane gets synthesized frames, not only the copied source ones): frame ``n``
+    is in lane ``(n // block) % lanes``.  The lanes share ``runner`` (its caches and
+    locks); interleaving their blocks back gives the frames in order.
+    """
+    core = vs.core
+    n = base.num_frames
+    cycle = block * lanes
+    total = -(-n // cycle) * cycle  # every lane gets the same number of frames
+
+    def padded(c: vs.VideoNode) -> vs.VideoNode:
+        return c + c[-1] * (total - n) if total > n else c
+
+    base, clips = padded(base), [padded(c) for c in clips]
+    parts = []
+    for lane in range(lanes):
+        offsets = [lane * block + r for r in range(block)]
+
+        def select(c: vs.VideoNode, offsets: list[int] = offsets) -> vs.VideoNode:
+            return core.std.SelectEvery(c, cycle=cycle, offsets=offsets, modify_duration=False)
+
+        node = core.std.ModifyFrame(select(base), clips=[select(c) for c in clips],
+                                    selector=_Lane(runner, lane, block, cycle, n))
+        parts += [node] if block == 1 else [
+            core.std.SelectEvery(node, cycle=block, offsets=[r], modify_duration=False) for r in range(block)]
+    # The rate comes back exactly (SelectEvery divides it by cycle, Interleave multiplies
+    # it by the cycle's parts); AssumeFPS would also rewrite the frames' durations.
+    out = core.std.Interleave(parts, modify_duration=False)[:n]
+    assert out.fps == base.fps, (out.fps, base.fps)
+    return out
+
+
+class _Lane:
+    """One lane's selector: its ``i``-th frame is output frame
+    ``(i // block) * cycle + lane * block + i % block`` (past the end: padding, copied)."""
+
+    def __init__(self, runner: "_Interpolator", lane: int, block: int, cycle: int, num_frames: int) -> None:
+        self.runner, self.lane, self.block, self.cycle, self.num_frames = runner, lane, block, cycle, num_frames
+
+    def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        k = (n // self.block) * self.cycle + self.lane * self.block + n % self.block
+        return self.runner(k, f) if k < self.num_frames else f[0].copy()
 
 
 # ---------------------------------------------------------------------- graph helpers
@@ -201,17 +257,27 @@ def _duration(props: Any) -> Fraction:
 
 
 # ---------------------------------------------------------------------- the callback
-# On the CPU one network call at a time: each call already spreads over torch's intra-op
-# threads, and VapourSynth runs callbacks on core.num_threads threads at once, so calls in
-# parallel would put (VS threads x torch threads) busy threads on the cores.  The frame
-# conversions around the calls still run in parallel.
-_CPU_NET_LOCK = threading.Lock()
+# On the CPU, network work and frame conversions hold one of these slots: one per core.
+# With torch's intra-op threads set by devices.cpu_plan (one per call when VapourSynth has
+# a callback per core), that keeps the cores busy and never oversubscribed, however many
+# threads VapourSynth runs and however many interpolate nodes a script has.
+_CPU_SLOTS = threading.BoundedSemaphore(devices.cpu_cores())
 
 
-class _PairCache:
-    """Bounded LRU of per-pair network states keyed by the left source index.
+def _use_cpu_plan(core_threads: int) -> None:
+    """Set torch's intra-op threads for ``core_threads`` VapourSynth threads (process-wide)."""
+    _, threads = devices.cpu_plan(core_threads)
+    if torch.get_num_threads() != threads:
+        log.debug("interpolate: torch intra-op threads %d -> %d for %d VapourSynth threads",
+                  torch.get_num_threads(), threads, core_threads)
+        torch.set_num_threads(threads)
+
+
+class _ComputeCache:
+    """Bounded LRU of computed values (prepared frames, pair states) by source index.
 
     Concurrent requests for one key compute it once; the others wait for that result.
+    A computation that fails is not cached (the next request tries again).
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -248,23 +314,33 @@ class _PairCache:
 
 
 class _Interpolator:
-    """ModifyFrame selector: ``f`` is ``[left, right, (cuts), further neighbours...]``."""
+    """ModifyFrame selector: ``f`` is ``[left, right, (cuts), further neighbours...]``.
+
+    Work is shared at two levels: each source frame is converted (and, for models with
+    ``prepare``/``pair``, analysed) once, though it belongs to two pairs; each pair's state
+    is computed once, however many output frames it yields.  Computations are leaves that
+    take a CPU slot only while they run, so waiting for another thread's result never
+    holds one.
+    """
 
     def __init__(self, *, net: torch.nn.Module, spec: ModelSpec, timeline: Timeline, device: torch.device,
                  dtype: torch.dtype, bridge: FrameBridge, cache_size: int, has_cut_clip: bool,
                  variable_rate: bool, scale: float = 1.0) -> None:
         self.net = net
-        self.net_lock = _CPU_NET_LOCK if device.type == "cpu" else contextlib.nullcontext()
+        self.slot = _CPU_SLOTS if device.type == "cpu" else contextlib.nullcontext()
         self.scale = scale
-        net_modulo = net.modulo_for(scale) if hasattr(net, "modulo_for") else int(getattr(net, "modulo", 1))
-        self.modulo = math.lcm(spec.modulo, int(net_modulo))
+        # models with prepare/pair pad inside and take frames of any size; others are
+        # padded here to the spec's and the net's modulo, and cropped back
+        self.prepares = callable(getattr(net, "prepare", None)) and callable(getattr(net, "pair", None))
+        self.modulo = 1 if self.prepares else math.lcm(spec.modulo, int(getattr(net, "modulo", 1)))
         # only motion-analysing models take the scale; others are called as before
         self.encode_kw = {"scale": scale} if scale != 1.0 else {}
         self.timeline = timeline
         self.device = device
         self.dtype = dtype
         self.bridge = bridge
-        self.pairs = _PairCache(cache_size)
+        self.frames = _ComputeCache(cache_size + 1)
+        self.pairs = _ComputeCache(cache_size)
         self.has_cut_clip = has_cut_clip
         self.variable_rate = variable_rate
 
@@ -277,7 +353,7 @@ class _Interpolator:
             fout = (left if sample.t < Fraction(1, 2) else right).copy()
         else:
             fout = left.copy()
-            self.bridge.write(self._synthesize(sample.left, left, right, sample.t), fout)
+            self._synthesize(sample, left, right, fout)
         if self.variable_rate:
             rest = f[3:] if self.has_cut_clip else f[2:]
             durations = [_duration(x.props) for x in (left, right, *rest)]
@@ -295,17 +371,29 @@ class _Interpolator:
             return bool(lp.get("_SceneChangeNext", 0)) or bool(rp.get("_SceneChangePrev", 0))
         return cuts is not None and bool(cuts.props[_CUT_PROP])
 
-    def _synthesize(self, key: int, left: vs.VideoFrame, right: vs.VideoFrame, t: Fraction) -> torch.Tensor:
-        state, crop = self.pairs.get(key, lambda: self._encode(left, right))
-        with torch.inference_mode():
-            tt = torch.full((1, 1, 1, 1), float(t), device=self.device, dtype=self.dtype)
-            with self.net_lock:
-                out = self.net.synthesize(state, tt)
-            return crop(out)[0]
+    def _synthesize(self, sample: Any, left: vs.VideoFrame, right: vs.VideoFrame, fout: vs.VideoFrame) -> None:
+        state = self.pairs.get(sample.left, lambda: self._pair(sample, left, right))
+        with torch.inference_mode(), self.slot:
+            tt = torch.full((1, 1, 1, 1), float(sample.t), device=self.device, dtype=self.dtype)
+            out = self.net.synthesize(state, tt)
+            if self.modulo > 1:
+                out = out[..., : self.bridge.height, : self.bridge.width]
+            self.bridge.write(out[0], fout)
 
-    def _encode(self, left: vs.VideoFrame, right: vs.VideoFrame) -> tuple[Any, Callable]:
-        with torch.inference_mode():
-            pair, crop = pad_to_modulo(self.bridge.to_tensor([left, right]), self.modulo)
-            with self.net_lock:
-                state = self.net.encode(pair[0:1], pair[1:2], **self.encode_kw)
-            return state, crop
+    def _frame(self, index: int, frame: vs.VideoFrame) -> Any:
+        def compute() -> Any:
+            with torch.inference_mode(), self.slot:
+                x = self.bridge.to_tensor([frame])
+                if self.prepares:
+                    return self.net.prepare(x, **self.encode_kw)
+                return pad_to_modulo(x, self.modulo)[0]
+
+        return self.frames.get(index, compute)
+
+    def _pair(self, sample: Any, left: vs.VideoFrame, right: vs.VideoFrame) -> Any:
+        a = self._frame(sample.left, left)
+        b = self._frame(sample.right, right)
+        with torch.inference_mode(), self.slot:
+            if self.prepares:
+                return self.net.pair(a, b)
+            return self.net.encode(a, b, **self.encode_kw)

@@ -21,18 +21,20 @@ Two stages, so that a pair is analysed once however many in-between frames it yi
     of both full-resolution frames warped to ``t``, plus the residual: detail comes from
     the real frames, the network decides where it goes.
 
-Inputs are RGB in ``[0, 1]``, ``(B, 3, H, W)`` with H and W multiples of
-:meth:`FlowInterpolator.modulo_for` the analysis scale (:attr:`modulo` at scale 1).
+Inputs are RGB in ``[0, 1]``, ``(B, 3, H, W)`` of any size: the analysed frames are
+padded inside (edge replication) to a multiple of :attr:`modulo`, and the full-size work
+(warps, blend) runs on the frames as given.  For one frame used in two pairs (a clip),
+:meth:`FlowInterpolator.prepare` it once and :meth:`FlowInterpolator.pair` the results.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FlowInterpolator", "warp", "correlation", "SCALES"]
+__all__ = ["FlowInterpolator", "FrameAnalysis", "PairState", "warp", "correlation", "SCALES"]
 
 # analysis scales the generator accepts (powers of two keep the pyramid exact)
 SCALES = (1.0, 0.5, 0.25)
@@ -58,6 +60,24 @@ def correlation(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Tensor
     scale = 1.0 / f0.shape[1]
     out = [(f0 * f1[:, :, dy:dy + h, dx:dx + w]).sum(1) for dy in range(k) for dx in range(k)]
     return torch.stack(out, 1) * scale
+
+
+class FrameAnalysis(NamedTuple):
+    """:meth:`FlowInterpolator.prepare` of one frame."""
+    img: torch.Tensor  # the frame as given, (B, 3, H, W)
+    feats: list  # feature pyramid of the analysed (downscaled, padded) frame
+    low: torch.Tensor  # level-0 features and the analysed frame at level-0 size, concatenated
+    scale: float
+
+
+class PairState(NamedTuple):
+    """:meth:`FlowInterpolator.pair` / :meth:`~FlowInterpolator.encode`: what every ``t`` of a pair needs."""
+    img0: torch.Tensor
+    img1: torch.Tensor
+    low0: torch.Tensor
+    low1: torch.Tensor
+    flows: torch.Tensor  # (F01, F10) at level 0, in its pixels
+    scale: float
 
 
 def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -129,12 +149,18 @@ class FlowInterpolator(nn.Module):
         self.synth_out = nn.Conv2d(synth, 4 + 4 * stem * stem, 1)
         nn.init.zeros_(self.synth_out.weight)
         nn.init.zeros_(self.synth_out.bias)
+        self._grids: dict = {}  # identity sampling grids by size (not parameters)
 
     def modulo_for(self, scale: float) -> int:
         """Input size multiple needed at analysis ``scale``."""
         return int(round(self.modulo / float(scale)))
 
-    # ------------------------------------------------------------------ per pair
+    def _scale(self, scale: float, func: str) -> float:
+        if float(scale) not in SCALES:
+            raise ValueError(f"FlowInterpolator.{func}: scale must be one of {SCALES}; got {scale}")
+        return float(scale)
+
+    # ------------------------------------------------------------------ per frame
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
         feats, x = [], img * 2.0 - 1.0
         for level in self.encoder:
@@ -142,17 +168,45 @@ class FlowInterpolator(nn.Module):
             feats.append(x)
         return feats
 
-    def encode(self, img0: torch.Tensor, img1: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
-        """Pair state: full-size frames, analysed-size thumbnails, level-0 features and the
-        flows ``(F01, F10)`` at level 0 (pixels of level 0)."""
-        if float(scale) not in SCALES:
-            raise ValueError(f"FlowInterpolator.encode: scale must be one of {SCALES}; got {scale}")
-        b = img0.shape[0]
-        pair = torch.cat((img0, img1), 0)
+    def prepare(self, img: torch.Tensor, scale: float = 1.0) -> FrameAnalysis:
+        """One frame's analysis, shared by the two pairs the frame belongs to: the frame
+        downscaled by ``scale``, padded (edge replication, right and bottom) to
+        :attr:`modulo`, through the feature pyramid."""
+        scale = self._scale(scale, "prepare")
+        x = img
         if scale != 1.0:
-            pair = F.interpolate(pair, scale_factor=float(scale), mode="bilinear", align_corners=False, antialias=True)
-        feats = self.features(pair)
-        swap = lambda x: torch.cat((x[b:], x[:b]), 0)  # noqa: E731  (query frame <-> target frame)
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.modulo, (-w) % self.modulo
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        feats = self.features(x)
+        small = F.avg_pool2d(x, self.stem) if self.stem > 1 else x
+        return FrameAnalysis(img, feats, torch.cat((feats[0], small), 1), scale)
+
+    # ------------------------------------------------------------------ per pair
+    def pair(self, a: FrameAnalysis, b: FrameAnalysis) -> PairState:
+        """The pair state of two prepared frames (the flows between them)."""
+        if a.scale != b.scale or a.img.shape != b.img.shape:
+            raise ValueError("FlowInterpolator.pair: both frames must be prepared at one size and scale")
+        n = a.img.shape[0]
+        flows = self._flows([torch.cat((fa, fb), 0) for fa, fb in zip(a.feats, b.feats)], n)
+        return PairState(a.img, b.img, a.low, b.low, flows, a.scale)
+
+    def encode(self, img0: torch.Tensor, img1: torch.Tensor, scale: float = 1.0) -> PairState:
+        """``pair(prepare(img0), prepare(img1))``, both frames in one batch.  Any size:
+        the analysis is padded inside, the output of :meth:`synthesize` has the input's."""
+        if img0.shape != img1.shape:
+            raise ValueError(f"FlowInterpolator.encode: the frames differ in shape: {tuple(img0.shape)} "
+                             f"and {tuple(img1.shape)}")
+        n = img0.shape[0]
+        both = self.prepare(torch.cat((img0, img1), 0), self._scale(scale, "encode"))
+        return PairState(img0, img1, both.low[:n], both.low[n:], self._flows(both.feats, n), both.scale)
+
+    def _flows(self, feats: list[torch.Tensor], n: int) -> torch.Tensor:
+        """``(F01, F10)`` at level 0 (its pixels) from the pyramids of frames 0 (the first
+        ``n`` of the batch) and 1 (the rest)."""
+        swap = lambda x: torch.cat((x[n:], x[:n]), 0)  # noqa: E731  (query frame <-> target frame)
         flow = None
         for level in reversed(range(len(feats))):
             f = feats[level]
@@ -165,39 +219,70 @@ class FlowInterpolator(nn.Module):
             x = torch.cat((cost, f) if flow is None else (cost, f, flow), 1)
             delta = self.flow[level](x)
             flow = delta if flow is None else flow + delta
-        flows = torch.cat((flow[:b], flow[b:]), 1)  # (F01, F10)
-        small = F.avg_pool2d(pair, self.stem) if self.stem > 1 else pair
-        return (img0, img1, small[:b], small[b:], feats[0][:b], feats[0][b:], flows)
+        return torch.cat((flow[:n], flow[n:]), 1)
+
+    def thumbnails(self, state: PairState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The analysed frames at level-0 size (for losses on the flows)."""
+        c0 = self.channels[0]
+        return state.low0[:, c0:], state.low1[:, c0:]
 
     # ------------------------------------------------------------------ per t
-    def synthesize(self, state: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
-        """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair."""
-        img0, img1, small0, small1, feat0, feat1, flows = state
+    def synthesize(self, state: PairState, t: torch.Tensor) -> torch.Tensor:
+        """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair, at
+        the size of the frames given to :meth:`prepare` / :meth:`encode`."""
+        img0, img1, low0, low1, flows, scale = state
         t = t.to(flows.dtype)
         f01, f10 = flows[:, :2], flows[:, 2:]
         ft0 = -(1 - t) * t * f01 + t * t * f10
         ft1 = (1 - t) * (1 - t) * f01 - t * (1 - t) * f10
-        low = feat0.shape[-2:]
-        x = torch.cat((
-            warp(feat0, ft0), warp(feat1, ft1), warp(small0, ft0), warp(small1, ft1),
-            ft0, ft1, t.expand(-1, 1, *low),
-        ), 1)
+        c0 = self.channels[0]
+        w0, w1 = warp(low0, ft0), warp(low1, ft1)  # level-0 features and thumbnails
+        low = low0.shape[-2:]
+        x = torch.cat((w0[:, :c0], w1[:, :c0], w0[:, c0:], w1[:, c0:], ft0, ft1, t.expand(-1, 1, *low)), 1)
         skip = self.synth_in(x)
         y = F.interpolate(self.synth_down(skip), size=low, mode="bilinear", align_corners=False)
         out = self.synth_out(self.synth_merge(torch.cat((skip, y), 1)))
-        dflow = out[:, :4]
+        flows_t = torch.cat((ft0, ft1), 1) + out[:, :4]
         fine = F.pixel_shuffle(out[:, 4:], self.stem) if self.stem > 1 else out[:, 4:]
-        size = img0.shape[-2:]
-        if tuple(fine.shape[-2:]) != tuple(size):  # analysed at scale < 1
-            fine = F.interpolate(fine, size=size, mode="bilinear", align_corners=False)
-        mask, residual = fine[:, :1], fine[:, 1:]
-        flows_t = _resize_flow(torch.cat((ft0, ft1), 1) + dflow, size)
-        w0 = warp(img0, flows_t[:, :2])
-        w1 = warp(img1, flows_t[:, 2:])
-        v0 = (1 - t) * torch.sigmoid(mask)
-        v1 = t * torch.sigmoid(-mask)
-        blend = (v0 * w0 + v1 * w1) / (v0 + v1 + 1e-6)
-        return (blend + residual).clamp(0.0, 1.0)
+        h, w = img0.shape[-2:]
+        # full-resolution sampling grids: flows in level-0 pixels -> normalised coordinates
+        # of the full frame (align_corners=True), scaled at low resolution (it is linear)
+        ratio = self.stem / scale
+        norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flows.device, dtype=flows.dtype)
+        flows_t = flows_t * (ratio * norm).repeat(2).view(1, 4, 1, 1)
+        if scale == 1.0:  # fine is at full (padded) size; flows go up by the stem
+            up = flows_t if self.stem == 1 else F.interpolate(
+                flows_t, scale_factor=float(self.stem), mode="bilinear", align_corners=False)
+        else:  # flows to fine's grid, then all eight channels up in one pass
+            if self.stem > 1:
+                flows_t = F.interpolate(flows_t, scale_factor=float(self.stem), mode="bilinear", align_corners=False)
+            both = torch.cat((flows_t, fine), 1).contiguous(memory_format=torch.channels_last)
+            both = F.interpolate(both, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+            up, fine = both[:, :4], both[:, 4:]
+        base = self._base_grid(h, w, flows.device, flows.dtype)
+        up = up[:, :, :h, :w].permute(0, 2, 3, 1)
+        fine = fine[:, :, :h, :w]
+        opts = dict(mode="bilinear", padding_mode="border", align_corners=True)
+        warped0 = F.grid_sample(img0, (base + up[..., :2]).to(img0.dtype), **opts)
+        warped1 = F.grid_sample(img1, (base + up[..., 2:]).to(img1.dtype), **opts)
+        # visibility-weighted blend: v0 = (1-t) sigmoid(m), v1 = t sigmoid(-m)
+        s = torch.sigmoid(fine[:, :1])
+        a = s * (1 - t) / (s * (1 - 2 * t) + (t + 1e-6))
+        frame = torch.lerp(warped1, warped0, a.to(warped0.dtype)) + fine[:, 1:]
+        return frame.clamp_(0.0, 1.0) if not torch.is_grad_enabled() else frame.clamp(0.0, 1.0)
+
+    def _base_grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Identity sampling grid ``(1, h, w, 2)`` in normalised coordinates, cached."""
+        key = (h, w, str(device), dtype)
+        grid = self._grids.get(key)
+        if grid is None:
+            ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=torch.float64) if h > 1 else torch.full((1,), -1.0, device=device, dtype=torch.float64)
+            xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=torch.float64) if w > 1 else torch.full((1,), -1.0, device=device, dtype=torch.float64)
+            grid = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)), -1)[None].to(dtype)
+            if len(self._grids) > 8:
+                self._grids.clear()
+            self._grids[key] = grid
+        return grid
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         return self.synthesize(self.encode(img0, img1, scale), t)

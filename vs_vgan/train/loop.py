@@ -164,7 +164,8 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
                                      w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
     w_aux = _flow_aux_weight(cfg, tr.step)
     if w_aux > 0:
-        _, _, small0, small1, _, _, flows = state
+        small0, small1 = net.thumbnails(state)
+        flows = state.flows
         aux = 0.5 * (L.census(warp(small1, flows[:, :2]), small0) + L.census(warp(small0, flows[:, 2:]), small1))
         total = total + w_aux * aux
         parts["flow_aux"] = aux.item()
