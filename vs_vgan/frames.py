@@ -238,6 +238,101 @@ class FrameBridge:
         torch.cuda.current_stream(self.device).synchronize()
         np.copyto(dest, staging.numpy().view(self.np_dtype))
 
+    # ------------------------------------------------------------------ planes
+    @property
+    def planar(self) -> bool:
+        """YUV and GRAY frames can be synthesized in their own planes (see
+        :meth:`to_planes`); RGB goes through :meth:`to_tensor` / :meth:`write`."""
+        return self.family in (vs.YUV, vs.GRAY)
+
+    def to_planes(self, frame: vs.VideoFrame) -> list[torch.Tensor]:
+        """The frame's planes as float sample values (integer codes as they are), grouped
+        by size, the full-size group first: ``[(1, k, h, w), ...]`` (4:2:0 YUV:
+        ``[Y, UV]``; 4:4:4: ``[YUV]``; GRAY: ``[Y]``).  No arithmetic at full size: the
+        range and matrix are applied by :meth:`planes_to_rgb` (after its downscale) and
+        :meth:`plane_mixes`."""
+        if not self.planar:
+            raise ValueError("FrameBridge.to_planes: RGB frames go through to_tensor")
+        planes = [self._upload(np.asarray(frame[p]), p) for p in range(self.format.num_planes)]
+        if self.family == vs.GRAY or not (self.ss_w or self.ss_h):
+            return [torch.stack(planes)[None].to(self.dtype)]
+        return [planes[0][None, None].to(self.dtype), torch.stack(planes[1:])[None].to(self.dtype)]
+
+    def _normalisation(self, props: Mapping) -> tuple[float, float, float, float]:
+        """(luma offset, luma scale, chroma offset, chroma scale): value = code * scale + offset
+        maps codes to luma 0..1 and chroma -0.5..0.5 (GRAY: 0..1)."""
+        if self.family == vs.GRAY:
+            return 0.0, 1.0 / self.peak, 0.0, 1.0
+        c = self._yuv(props)
+        return -c.y_off / c.y_scale, 1.0 / c.y_scale, -c.c_off / c.c_scale, 1.0 / c.c_scale
+
+    def planes_to_rgb(self, planes: Sequence[torch.Tensor], props: Mapping, scale: float = 1.0) -> torch.Tensor:
+        """RGB ``(1, 3, h, w)`` of :meth:`to_planes`' output, downscaled by ``scale``
+        (bilinear with antialiasing, each plane from its own size).  At scale 1 it equals
+        :meth:`to_tensor` of the frame (chroma repeated over its subsampling blocks)."""
+        y = planes[0][:, :1]
+        if scale != 1.0:
+            y = F.interpolate(y, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+        y_add, y_mul, c_add, c_mul = self._normalisation(props)
+        y = y * y_mul + y_add
+        if self.family == vs.GRAY:
+            return y.expand(-1, 3, -1, -1).contiguous()
+        uv = planes[0][:, 1:] if len(planes) == 1 else planes[1]
+        size = tuple(y.shape[-2:])
+        if tuple(uv.shape[-2:]) != size:
+            if uv.shape[-2] <= size[0] and uv.shape[-1] <= size[1]:  # repeat over the blocks
+                uv = F.interpolate(uv, size=size, mode="nearest")
+            else:
+                uv = F.interpolate(uv, size=size, mode="bilinear", align_corners=False, antialias=True)
+        uv = uv * c_mul + c_add
+        c = self._yuv(props)
+        kg = 1.0 - c.kr - c.kb
+        r_v, b_u = 2.0 * (1.0 - c.kr), 2.0 * (1.0 - c.kb)
+        u, v = uv[:, :1], uv[:, 1:]
+        g = y + u * (-c.kb * b_u / kg) + v * (-c.kr * r_v / kg)
+        return torch.cat((y + v * r_v, g, y + u * b_u), 1)
+
+    def plane_mixes(self, props: Mapping) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
+        """Per group of :meth:`to_planes`: the ``(k, 3)`` matrix taking an RGB difference
+        (0..1 units) to the planes' sample values, and the ``(low, high)`` bounds
+        ``(1, k, 1, 1)`` of the values RGB in 0..1 can give (luma: black to white;
+        chroma: its range; GRAY: 0 to peak)."""
+        key = ("mix",) + tuple(self._normalisation(props))
+        cached = self._yuv_cache.get(key)
+        if cached is not None:
+            return cached
+        kw = dict(dtype=torch.float32, device=self.device)
+
+        def group(rows: list, lo: list, hi: list) -> tuple:
+            return torch.tensor(rows, **kw), (torch.tensor(lo, **kw).view(1, -1, 1, 1),
+                                              torch.tensor(hi, **kw).view(1, -1, 1, 1))
+
+        if self.family == vs.GRAY:
+            third = self.peak / 3.0 if not self.is_float else 1.0 / 3.0
+            mixes = [group([[third] * 3], [0.0], [self.peak])]
+        else:
+            c = self._yuv(props)
+            kg = 1.0 - c.kr - c.kb
+            ys, cs = c.y_scale, c.c_scale
+            y = [c.kr * ys, kg * ys, c.kb * ys]
+            u = [-c.kr / (2 * (1 - c.kb)) * cs, -kg / (2 * (1 - c.kb)) * cs, 0.5 * cs]
+            v = [0.5 * cs, -kg / (2 * (1 - c.kr)) * cs, -c.kb / (2 * (1 - c.kr)) * cs]
+            y_lo, y_hi, c_lo, c_hi = c.y_off, c.y_off + ys, c.c_off - 0.5 * cs, c.c_off + 0.5 * cs
+            if not (self.ss_w or self.ss_h):
+                mixes = [group([y, u, v], [y_lo, c_lo, c_lo], [y_hi, c_hi, c_hi])]
+            else:
+                mixes = [group([y], [y_lo], [y_hi]), group([u, v], [c_lo, c_lo], [c_hi, c_hi])]
+        with self._yuv_lock:
+            self._yuv_cache[key] = mixes
+        return mixes
+
+    def write_planes(self, planes: Sequence[torch.Tensor], frame: vs.VideoFrame) -> None:
+        """Write :meth:`to_planes`-style groups (sample values) into a writable frame,
+        rounded and clamped for integer formats."""
+        flat = [g[0, i] for g in planes for i in range(g.shape[1])]
+        for p, x in enumerate(flat):
+            self._download(x.to(torch.float32), np.asarray(frame[p]), p)
+
     # ------------------------------------------------------------------ helpers
     def _staging(self, direction: str, plane: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.cuda.Event]:
         """Per-thread pinned buffer (and the event guarding its last copy)."""

@@ -333,6 +333,9 @@ class _Interpolator:
         # padded here to the spec's and the net's modulo, and cropped back
         self.prepares = callable(getattr(net, "prepare", None)) and callable(getattr(net, "pair", None))
         self.modulo = 1 if self.prepares else math.lcm(spec.modulo, int(getattr(net, "modulo", 1)))
+        # YUV and GRAY clips are warped and blended in their own planes (each at its own
+        # resolution: 4:2:0 chroma at a quarter of the pixels), with no full-size RGB copy
+        self.planar = self.prepares and bridge.planar and callable(getattr(net, "render", None))
         # only motion-analysing models take the scale; others are called as before
         self.encode_kw = {"scale": scale} if scale != 1.0 else {}
         self.timeline = timeline
@@ -375,6 +378,14 @@ class _Interpolator:
         state = self.pairs.get(sample.left, lambda: self._pair(sample, left, right))
         with torch.inference_mode(), self.slot:
             tt = torch.full((1, 1, 1, 1), float(sample.t), device=self.device, dtype=self.dtype)
+            if self.planar:
+                state, planes0, planes1 = state
+                flows_t, fine = self.net.fields(state, tt)
+                size = (self.bridge.height, self.bridge.width)
+                out = [self.net.render(flows_t, fine, tt, self.scale, p0, p1, size=size, mix=mix, bounds=bounds)
+                       for p0, p1, (mix, bounds) in zip(planes0, planes1, self.bridge.plane_mixes(fout.props))]
+                self.bridge.write_planes(out, fout)
+                return
             out = self.net.synthesize(state, tt)
             if self.modulo > 1:
                 out = out[..., : self.bridge.height, : self.bridge.width]
@@ -383,6 +394,10 @@ class _Interpolator:
     def _frame(self, index: int, frame: vs.VideoFrame) -> Any:
         def compute() -> Any:
             with torch.inference_mode(), self.slot:
+                if self.planar:
+                    planes = self.bridge.to_planes(frame)
+                    rgb = self.bridge.planes_to_rgb(planes, frame.props, self.scale)
+                    return self.net.prepare(None, self.scale, analysed=rgb), planes
                 x = self.bridge.to_tensor([frame])
                 if self.prepares:
                     return self.net.prepare(x, **self.encode_kw)
@@ -394,6 +409,8 @@ class _Interpolator:
         a = self._frame(sample.left, left)
         b = self._frame(sample.right, right)
         with torch.inference_mode(), self.slot:
+            if self.planar:
+                return self.net.pair(a[0], b[0]), a[1], b[1]
             if self.prepares:
                 return self.net.pair(a, b)
             return self.net.encode(a, b, **self.encode_kw)

@@ -28,7 +28,7 @@ padded inside (edge replication) to a multiple of :attr:`modulo`, and the full-s
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ def correlation(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Tensor
 
 class FrameAnalysis(NamedTuple):
     """:meth:`FlowInterpolator.prepare` of one frame."""
-    img: torch.Tensor  # the frame as given, (B, 3, H, W)
+    img: torch.Tensor | None  # the frame as given, (B, 3, H, W)
     feats: list  # feature pyramid of the analysed (downscaled, padded) frame
     low: torch.Tensor  # level-0 features and the analysed frame at level-0 size, concatenated
     scale: float
@@ -72,8 +72,8 @@ class FrameAnalysis(NamedTuple):
 
 class PairState(NamedTuple):
     """:meth:`FlowInterpolator.pair` / :meth:`~FlowInterpolator.encode`: what every ``t`` of a pair needs."""
-    img0: torch.Tensor
-    img1: torch.Tensor
+    img0: torch.Tensor | None
+    img1: torch.Tensor | None
     low0: torch.Tensor
     low1: torch.Tensor
     flows: torch.Tensor  # (F01, F10) at level 0, in its pixels
@@ -82,6 +82,44 @@ class PairState(NamedTuple):
 
 def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2), nn.LeakyReLU(0.1, inplace=True))
+
+
+def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)`` for
+    an integer ``factor``, as two separable passes of ``factor`` lerps (output phase ``p``
+    of each input pixel is a fixed blend of it and one neighbour, edges replicated).
+    Equal to the reference within float rounding and several times faster on the CPU;
+    no autograd (it writes into its output)."""
+    b, c, h, w = x.shape
+    s = int(factor)
+
+    def phases(src: torch.Tensor, dim: int, n: int, dest: Callable[[int], torch.Tensor]) -> None:
+        # src is padded by one on both sides along dim; phase p goes to dest(p)
+        centre = src.narrow(dim, 1, n)
+        for p in range(s):
+            d = (2 * p + 1 - s) / (2 * s)
+            torch.lerp(centre, src.narrow(dim, 2 if d >= 0 else 0, n), abs(d), out=dest(p))
+
+    xp = torch.cat((x[..., :1], x, x[..., -1:]), -1)
+    row = torch.empty((b, c, h, w, s), dtype=x.dtype, device=x.device)
+    phases(xp, 3, w, lambda p: row[..., p])
+    row = row.view(b, c, h, w * s)
+    rp = torch.cat((row[:, :, :1], row, row[:, :, -1:]), 2)
+    out = torch.empty((b, c, h, s, w * s), dtype=x.dtype, device=x.device)
+    phases(rp, 2, h, lambda p: out[:, :, :, p])
+    return out.view(b, c, h * s, w * s)
+
+
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False); the fast exact path for whole-number
+    enlargements outside autograd."""
+    h, w = x.shape[-2:]
+    th, tw = size
+    if (th, tw) == (h, w):
+        return x
+    if th % h == 0 and tw % w == 0 and th // h == tw // w > 1 and not torch.is_grad_enabled():
+        return _upsample_lerp(x, th // h)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -168,13 +206,18 @@ class FlowInterpolator(nn.Module):
             feats.append(x)
         return feats
 
-    def prepare(self, img: torch.Tensor, scale: float = 1.0) -> FrameAnalysis:
+    def prepare(self, img: torch.Tensor | None, scale: float = 1.0, *,
+                analysed: torch.Tensor | None = None) -> FrameAnalysis:
         """One frame's analysis, shared by the two pairs the frame belongs to: the frame
         downscaled by ``scale``, padded (edge replication, right and bottom) to
-        :attr:`modulo`, through the feature pyramid."""
+        :attr:`modulo`, through the feature pyramid.
+
+        ``analysed``: the frame already at the analysis size (``img`` downscaled by
+        ``scale``) where the caller has it more cheaply; ``img`` is then only kept for
+        :meth:`synthesize` (None when the caller renders its own planes)."""
         scale = self._scale(scale, "prepare")
-        x = img
-        if scale != 1.0:
+        x = analysed if analysed is not None else img
+        if analysed is None and scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.modulo, (-w) % self.modulo
@@ -187,9 +230,9 @@ class FlowInterpolator(nn.Module):
     # ------------------------------------------------------------------ per pair
     def pair(self, a: FrameAnalysis, b: FrameAnalysis) -> PairState:
         """The pair state of two prepared frames (the flows between them)."""
-        if a.scale != b.scale or a.img.shape != b.img.shape:
+        if a.scale != b.scale or a.low.shape != b.low.shape:
             raise ValueError("FlowInterpolator.pair: both frames must be prepared at one size and scale")
-        n = a.img.shape[0]
+        n = a.low.shape[0]
         flows = self._flows([torch.cat((fa, fb), 0) for fa, fb in zip(a.feats, b.feats)], n)
         return PairState(a.img, b.img, a.low, b.low, flows, a.scale)
 
@@ -227,49 +270,78 @@ class FlowInterpolator(nn.Module):
         return state.low0[:, c0:], state.low1[:, c0:]
 
     # ------------------------------------------------------------------ per t
-    def synthesize(self, state: PairState, t: torch.Tensor) -> torch.Tensor:
-        """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair, at
-        the size of the frames given to :meth:`prepare` / :meth:`encode`."""
-        img0, img1, low0, low1, flows, scale = state
+    def fields(self, state: PairState, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The synthesis network at ``t``: flows from the frame at ``t`` to both ends
+        ``(B, 4, h0, w0)`` (level-0 pixels) and ``(B, 4, hf, wf)`` blend logit and RGB
+        residual at the analysed (padded) size, for :meth:`render`."""
+        flows = state.flows
         t = t.to(flows.dtype)
         f01, f10 = flows[:, :2], flows[:, 2:]
         ft0 = -(1 - t) * t * f01 + t * t * f10
         ft1 = (1 - t) * (1 - t) * f01 - t * (1 - t) * f10
         c0 = self.channels[0]
-        w0, w1 = warp(low0, ft0), warp(low1, ft1)  # level-0 features and thumbnails
-        low = low0.shape[-2:]
+        w0, w1 = warp(state.low0, ft0), warp(state.low1, ft1)  # level-0 features and thumbnails
+        low = state.low0.shape[-2:]
         x = torch.cat((w0[:, :c0], w1[:, :c0], w0[:, c0:], w1[:, c0:], ft0, ft1, t.expand(-1, 1, *low)), 1)
         skip = self.synth_in(x)
         y = F.interpolate(self.synth_down(skip), size=low, mode="bilinear", align_corners=False)
         out = self.synth_out(self.synth_merge(torch.cat((skip, y), 1)))
-        flows_t = torch.cat((ft0, ft1), 1) + out[:, :4]
         fine = F.pixel_shuffle(out[:, 4:], self.stem) if self.stem > 1 else out[:, 4:]
+        return torch.cat((ft0, ft1), 1) + out[:, :4], fine
+
+    def synthesize(self, state: PairState, t: torch.Tensor) -> torch.Tensor:
+        """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair, at
+        the size of the frames given to :meth:`prepare` / :meth:`encode`."""
+        flows_t, fine = self.fields(state, t)
+        return self.render(flows_t, fine, t, state.scale, state.img0, state.img1)
+
+    def render(self, flows_t: torch.Tensor, fine: torch.Tensor, t: torch.Tensor, scale: float,
+               img0: torch.Tensor, img1: torch.Tensor, *, size: tuple[int, int] | None = None,
+               mix: torch.Tensor | None = None, bounds: tuple = (0.0, 1.0)) -> torch.Tensor:
+        """The output from :meth:`fields`: ``img0`` and ``img1`` (``(B, k, h, w)``) warped
+        to ``t``, blended by visibility, plus the residual, clamped to ``bounds``.
+
+        By default the images are the RGB frames (``size`` is theirs).  For frames kept in
+        their own planes (YUV, GRAY), call it once per group of equally sized planes:
+        ``size`` is the full frame's (the luma plane's), the planes' own size gives their
+        subsampling, ``mix`` ``(k, 3)`` maps the RGB residual to the planes' values (it
+        is linear), and ``bounds`` are per-plane ``(low, high)`` tensors ``(1, k, 1, 1)``
+        or numbers.  The warp, blend and residual then run at each plane's resolution.
+        """
         h, w = img0.shape[-2:]
-        # full-resolution sampling grids: flows in level-0 pixels -> normalised coordinates
-        # of the full frame (align_corners=True), scaled at low resolution (it is linear)
+        full_h, full_w = size if size is not None else (h, w)
+        t = t.to(flows_t.dtype)
+        # flows in level-0 pixels -> normalised coordinates of this plane (align_corners=True),
+        # scaled at low resolution (the resize is linear)
         ratio = self.stem / scale
-        norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flows.device, dtype=flows.dtype)
-        flows_t = flows_t * (ratio * norm).repeat(2).view(1, 4, 1, 1)
-        if scale == 1.0:  # fine is at full (padded) size; flows go up by the stem
-            up = flows_t if self.stem == 1 else F.interpolate(
-                flows_t, scale_factor=float(self.stem), mode="bilinear", align_corners=False)
-        else:  # flows to fine's grid, then all eight channels up in one pass
-            if self.stem > 1:
-                flows_t = F.interpolate(flows_t, scale_factor=float(self.stem), mode="bilinear", align_corners=False)
-            both = torch.cat((flows_t, fine), 1).contiguous(memory_format=torch.channels_last)
-            both = F.interpolate(both, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
-            up, fine = both[:, :4], both[:, 4:]
-        base = self._base_grid(h, w, flows.device, flows.dtype)
-        up = up[:, :, :h, :w].permute(0, 2, 3, 1)
+        norm = torch.tensor([ratio * (w / full_w) * 2.0 / max(w - 1, 1), ratio * (h / full_h) * 2.0 / max(h - 1, 1)],
+                            device=flows_t.device, dtype=flows_t.dtype)
+        flows_t = flows_t * norm.repeat(2).view(1, 4, 1, 1)
+        if mix is not None:  # residual in the planes' terms
+            fine = torch.cat((fine[:, :1], F.conv2d(fine[:, 1:], mix.to(fine.dtype)[:, :, None, None])), 1)
+        # blend weight: v0 / (v0 + v1) with v0 = (1-t) sigmoid(m), v1 = t sigmoid(-m), which is
+        # sigmoid(m + log((1-t)/t)): the shift is added before the (linear) resize
+        tc = t.clamp(1e-6, 1 - 1e-6)
+        logit = fine[:, :1] + torch.log((1 - tc) / tc)
+        fine = torch.cat((logit, fine[:, 1:]), 1)
+        fh, fw = fine.shape[-2:]
+        target = (round(fh / scale * h / full_h), round(fw / scale * w / full_w))  # the plane, padded
+        flows_t = _upsample(flows_t, (fh, fw))  # level 0 -> fine's grid (the stem)
+        if target != (fh, fw):  # to the plane's size (channels-first: its planes stay contiguous)
+            flows_t = _upsample(flows_t, target)
+            fine = _upsample(fine, target)
+        base = self._base_grid(h, w, flows_t.device, flows_t.dtype)
+        up = flows_t[:, :, :h, :w].permute(0, 2, 3, 1)
         fine = fine[:, :, :h, :w]
         opts = dict(mode="bilinear", padding_mode="border", align_corners=True)
         warped0 = F.grid_sample(img0, (base + up[..., :2]).to(img0.dtype), **opts)
         warped1 = F.grid_sample(img1, (base + up[..., 2:]).to(img1.dtype), **opts)
-        # visibility-weighted blend: v0 = (1-t) sigmoid(m), v1 = t sigmoid(-m)
-        s = torch.sigmoid(fine[:, :1])
-        a = s * (1 - t) / (s * (1 - 2 * t) + (t + 1e-6))
+        a = torch.sigmoid(fine[:, :1])
         frame = torch.lerp(warped1, warped0, a.to(warped0.dtype)) + fine[:, 1:]
-        return frame.clamp_(0.0, 1.0) if not torch.is_grad_enabled() else frame.clamp(0.0, 1.0)
+        lo, hi = bounds
+        if torch.is_grad_enabled():
+            return frame.clamp(lo, hi)
+        return frame.clamp_(lo, hi)
 
     def _base_grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Identity sampling grid ``(1, h, w, 2)`` in normalised coordinates, cached."""
