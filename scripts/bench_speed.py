@@ -9,7 +9,7 @@ is not).  The rate is vspipe's own "Output N frames in S seconds" figure, so scr
 loading (imports, model load) is left out.  Methods: ``mvflow`` (MVTools FlowFPS exactly
 as ../shared/bench/heldout.py scores it), ``minterp`` is not run here (it is ffmpeg's, not
 a VapourSynth node), and vs_vgan settings given as ``--vgan NAME=JSON`` (default:
-``vgan={}`` and ``vgan-fast={"scale": 0.5}``).  Repeats: the best of ``--repeat`` runs.
+``vgan={}``, ``vgan-0.5={"scale": 0.5}`` and ``vgan-0.25={"scale": 0.25}``).  Repeats: the best of ``--repeat`` runs.
 """
 from __future__ import annotations
 
@@ -64,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     if not vspipe:
         raise SystemExit("bench_speed: vspipe not found (pip install vapoursynth, then run `vapoursynth config`)")
     methods: list[tuple[str, dict | None]] = [(m, None) for m in a.methods.split(",") if m]
-    for item in a.vgan or ['vgan={}', 'vgan-fast={"scale": 0.5}']:
+    for item in a.vgan or ['vgan={}', 'vgan-0.5={"scale": 0.5}', 'vgan-0.25={"scale": 0.25}']:
         name, _, js = item.partition("=")
         methods.append((name, json.loads(js or "{}")))
     import torch
     import vapoursynth as vs
+
+    from vs_vgan.devices import cpu_plan
 
     rows = []
     for name, kw in methods:
@@ -85,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{r['fps'] / ref['fps']:.2f}x" if ref else "-"
         print(f"| {r['method']} {json.dumps(r['kwargs']) if r['kwargs'] else ''} | {r['fps']:.2f} | {ratio} |")
     meta = dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
-                python=platform.python_version(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                vapoursynth=vs.__version__, core_threads=vs.core.num_threads, clip=os.path.basename(a.clip))
+                python=platform.python_version(), torch=torch.__version__, vapoursynth=vs.__version__,
+                core_threads=vs.core.num_threads, clip=os.path.basename(a.clip))
+    # what vs_vgan.interpolate does with those threads on the CPU (lanes, torch threads per lane)
+    meta["cpu_lanes"], meta["torch_threads_per_lane"] = cpu_plan(vs.core.num_threads)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -155,3 +155,50 @@ def test_round_trip_on_cuda_matches_cpu(fmt):
         if fmt.sample_type == vs.INTEGER:
             assert np.abs(a.astype(np.int64) - b.astype(np.int64)).max() <= 1
         np.testing.assert_allclose(b.astype(np.float64), c.astype(np.float64), atol=1e-3)
+
+
+PLANAR_FORMATS = [f for f in FORMATS if f.color_family != vs.RGB]
+
+
+@pytest.mark.parametrize("fmt", PLANAR_FORMATS, ids=lambda f: f.name)
+def test_planes_round_trip_exactly_and_give_the_same_rgb(fmt):
+    clip = noise(fmt, length=1, width=32, height=16)
+    f = clip.get_frame(0)
+    bridge = FrameBridge(fmt, 32, 16, device=torch.device("cpu"))
+    groups = bridge.to_planes(f)
+    # grouped by size, the full-size group first
+    assert groups[0].shape[-2:] == (16, 32)
+    assert sum(g.shape[1] for g in groups) == fmt.num_planes
+    # at scale 1 the analysis RGB is exactly what to_tensor gives
+    torch.testing.assert_close(bridge.planes_to_rgb(groups, f.props), bridge.to_tensor([f]), rtol=0, atol=1e-6)
+    # sample values written back are the frame, bit for bit
+    fout = core.create_video_frame(fmt, 32, 16)
+    bridge.write_planes(groups, fout)
+    for a, b in zip(planes(f), planes(fout)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV444P10, vs.YUV422P16])
+def test_plane_mixes_map_an_rgb_difference_to_the_planes(fmt):
+    """mix @ (rgb1 - rgb0) equals the planes' difference, for frames of one colour."""
+    fmt = core.get_video_format(fmt)
+    bridge = FrameBridge(fmt, 16, 8, device=torch.device("cpu"))
+    props = {"_Matrix": 1, **range_props(False)}
+    rgb = torch.tensor([[0.2, 0.5, 0.7], [0.6, 0.3, 0.1]])
+    frames = []
+    for colour in rgb:
+        c = core.std.BlankClip(format=vs.RGBS, width=16, height=8, length=1, color=colour.tolist())
+        c = core.resize.Point(c, format=fmt, matrix_s="709", range_s="limited").std.SetFrameProps(**props)
+        frames.append(c.get_frame(0))
+    values = [torch.cat([g.flatten(2).mean(-1) for g in bridge.to_planes(f)], 1)[0] for f in frames]
+    mixes = bridge.plane_mixes(frames[0].props)
+    mix = torch.cat([m for m, _ in mixes], 0)
+    peak = (1 << fmt.bits_per_sample) - 1
+    torch.testing.assert_close(mix @ (rgb[1] - rgb[0]), values[1] - values[0], atol=peak / 255, rtol=0)
+
+
+def test_gray_plane_mix_is_the_channel_mean():
+    bridge = FrameBridge(core.get_video_format(vs.GRAY16), 16, 8, device=torch.device("cpu"))
+    ((mix, bounds),) = bridge.plane_mixes({})
+    torch.testing.assert_close(mix, torch.full((1, 3), 65535 / 3))
+    assert bounds == (0.0, 65535.0)

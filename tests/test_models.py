@@ -176,3 +176,57 @@ def test_analysis_scale_keeps_the_output_size(tiny_flow):
         half = net(a, b, torch.full((1, 1, 1, 1), 0.5), scale=0.5)
     assert full.shape == half.shape == (1, 3, 32, 48)
     assert not torch.equal(full, half)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_lerp_enlargement_equals_bilinear_interpolate(factor):
+    from vs_vgan.models.flownet import _upsample_lerp
+
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(factor))
+    ref = torch.nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(_upsample_lerp(x, factor), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_grid_enlargement_is_identity_plus_enlarged_flow(factor):
+    from vs_vgan.models.flownet import _grid_upsample, _upsample_lerp
+
+    net = FlowInterpolator(**TINY_FLOW_KWARGS)
+    h, w = 6, 9
+    big_h, big_w = h * factor, w * factor
+    dx, dy = 2.0 / (big_w - 1), 2.0 / (big_h - 1)
+    flow = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(1)) * 0.05
+    low = flow.permute(0, 2, 3, 1) + net._base_grid(h, w, CPU, torch.float32, stride=factor, step=(dx, dy))
+    got = _grid_upsample(low, factor, (factor * dx, factor * dy))
+    want = net._base_grid(big_h, big_w, CPU, torch.float32) + _upsample_lerp(flow, factor).permute(0, 2, 3, 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_planar_render_of_luma_is_the_luma_of_the_rgb_render(tiny_flow, scale):
+    """Warp, blend and residual are linear in the image: rendering a luma plane with the
+    luma row as the residual mix gives the luma of the RGB output (where nothing clips)."""
+    net = load_model(tiny_flow, CPU, torch.float32)
+    a, b = _inputs()
+    a, b = 0.25 + 0.5 * a, 0.25 + 0.5 * b  # keep clear of the clamp
+    row = torch.tensor([[0.2126, 0.7152, 0.0722]])
+    luma = lambda x: (x * row.view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
+    t = torch.full((1, 1, 1, 1), 0.3)
+    with torch.inference_mode():
+        state = net.encode(a, b, scale)
+        rgb = net.synthesize(state, t)
+        flows_t, fine = net.fields(state, t)
+        y = net.render(flows_t, fine, t, scale, luma(a), luma(b), size=a.shape[-2:], mix=row, bounds=(-10.0, 10.0))
+    torch.testing.assert_close(y, luma(rgb), atol=1e-4, rtol=0)
+
+
+def test_prepare_and_pair_equal_encode(tiny_flow):
+    net = load_model(tiny_flow, CPU, torch.float32)
+    a, b = _inputs()
+    t = torch.full((1, 1, 1, 1), 0.5)
+    with torch.inference_mode():
+        one = net.synthesize(net.encode(a, b), t)
+        two = net.synthesize(net.pair(net.prepare(a), net.prepare(b)), t)
+        odd = net.synthesize(net.encode(a[..., :13, :21], b[..., :13, :21]), t)  # padded inside
+    torch.testing.assert_close(one, two, atol=1e-5, rtol=0)
+    assert odd.shape[-2:] == (13, 21)

@@ -327,3 +327,30 @@ def test_cuda_matches_cpu(tiny_flow):
     b = vs_vgan.interpolate(src, factor=2, model=tiny_flow, device="cuda")
     for x, y in zip(a.frames(), b.frames()):
         assert max(np.abs(p.astype(int) - q.astype(int)).max() for p, q in zip(planes(x), planes(y))) <= 2
+
+
+@pytest.mark.parametrize("lanes, block", [(2, 1), (2, 2), (3, 2), (2, 3)])
+def test_lanes_give_the_frames_of_a_single_node(tiny_flow, lanes, block):
+    """Dealing the frames out to parallel ModifyFrame lanes changes nothing in them."""
+    from vs_vgan import nodes
+
+    src = moving(vs.YUV420P8, length=7)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nodes.devices, "cpu_plan", lambda threads, cores=None: (1, 1))
+        single = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cpu")
+    seen = {}
+    original = nodes._in_lanes
+
+    def spy(base, clips, runner, lanes_, block=None):
+        seen["called"] = True
+        return original(base, clips, runner, lanes, block)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nodes.devices, "cpu_plan", lambda threads, cores=None: (lanes, 1))
+        mp.setattr(nodes, "_in_lanes", spy)
+        dealt = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cpu")
+    assert seen and dealt.num_frames == single.num_frames and dealt.fps == single.fps
+    for k in range(single.num_frames):
+        a, b = single.get_frame(k), dealt.get_frame(k)
+        assert frame_bytes(a) == frame_bytes(b), k
+        assert (a.props["_DurationNum"], a.props["_DurationDen"]) == (b.props["_DurationNum"], b.props["_DurationDen"])

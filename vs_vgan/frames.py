@@ -294,9 +294,9 @@ class FrameBridge:
 
     def plane_mixes(self, props: Mapping) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
         """Per group of :meth:`to_planes`: the ``(k, 3)`` matrix taking an RGB difference
-        (0..1 units) to the planes' sample values, and the ``(low, high)`` bounds
-        ``(1, k, 1, 1)`` of the values RGB in 0..1 can give (luma: black to white;
-        chroma: its range; GRAY: 0 to peak)."""
+        (0..1 units) to the planes' sample values, and the ``(low, high)`` bounds of the
+        values RGB in 0..1 can give (luma: black to white; chroma: its range; GRAY: 0 to
+        peak): numbers, or ``(1, k, 1, 1)`` tensors where the group's planes differ."""
         key = ("mix",) + tuple(self._normalisation(props))
         cached = self._yuv_cache.get(key)
         if cached is not None:
@@ -304,6 +304,8 @@ class FrameBridge:
         kw = dict(dtype=torch.float32, device=self.device)
 
         def group(rows: list, lo: list, hi: list) -> tuple:
+            if len(set(lo)) == 1 and len(set(hi)) == 1:  # numbers clamp faster than tensors
+                return torch.tensor(rows, **kw), (lo[0], hi[0])
             return torch.tensor(rows, **kw), (torch.tensor(lo, **kw).view(1, -1, 1, 1),
                                               torch.tensor(hi, **kw).view(1, -1, 1, 1))
 

@@ -70,8 +70,16 @@ def interpolate(
         scale: analysis scale of motion-compensating models: ``1.0``, ``0.5`` or ``0.25``.
             Below 1 the motion is estimated on frames downscaled by it (about 1/scale^2
             less network work; output size and sharpness stay, as the full-size frames
-            are warped); the faster setting for large frames or slow CPUs.  Models without
-            motion analysis (``"blend"``) accept only 1.0.
+            are warped); the faster settings for large frames or slow CPUs (0.25 is the
+            one that keeps up with MVTools FlowFPS at 720p on two CPU cores).  Models
+            without motion analysis (``"blend"``) accept only 1.0.
+
+    On the CPU the work is spread over the cores as VapourSynth allows: one ModifyFrame
+    instance's Python callback never runs on two threads at once, so the output frames
+    are dealt out, a source pair's frames at a time, to ``min(core.num_threads, cores)``
+    parallel instances, and torch's intra-op threads are set (process-wide, when the node
+    is made) to ``cores // instances``.  YUV and GRAY clips are warped and blended in
+    their own planes, each at its resolution; RGB clips as RGB.
 
     Returns:
         A clip with ``ceil(num_frames * ratio)`` frames (``ratio = factor`` or

@@ -110,6 +110,31 @@ def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
     return out.view(b, c, h * s, w * s)
 
 
+def _grid_upsample(g: torch.Tensor, factor: int, step: tuple[float, float]) -> torch.Tensor:
+    """Whole-number bilinear enlargement (align_corners=False) of a sampling grid
+    ``(B, h, w, 2)`` = identity + flow, straight into ``grid_sample``'s layout.  As in
+    :func:`_upsample_lerp`, but the edges are extended linearly by ``step`` (the
+    identity's change per input pixel in x and y), which is replication for the flow and
+    exact for the identity: the result is the full-size identity grid plus the enlarged
+    flow, with no full-size addition.  No autograd."""
+    b, h, w, _ = g.shape
+    s = int(factor)
+    sx = torch.tensor([step[0], 0.0], dtype=g.dtype, device=g.device)
+    sy = torch.tensor([0.0, step[1]], dtype=g.dtype, device=g.device)
+    gp = torch.cat((g[:, :, :1] - sx, g, g[:, :, -1:] + sx), 2)
+    row = torch.empty((b, h, w, s, 2), dtype=g.dtype, device=g.device)
+    for p in range(s):
+        d = (2 * p + 1 - s) / (2 * s)
+        torch.lerp(gp[:, :, 1:w + 1], gp[:, :, 2:w + 2] if d >= 0 else gp[:, :, 0:w], abs(d), out=row[:, :, :, p])
+    row = row.view(b, h, w * s, 2)
+    rp = torch.cat((row[:, :1] - sy, row, row[:, -1:] + sy), 1)
+    out = torch.empty((b, h, s, w * s, 2), dtype=g.dtype, device=g.device)
+    for p in range(s):
+        d = (2 * p + 1 - s) / (2 * s)
+        torch.lerp(rp[:, 1:h + 1], rp[:, 2:h + 2] if d >= 0 else rp[:, 0:h], abs(d), out=out[:, :, p])
+    return out.view(b, h * s, w * s, 2)
+
+
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (align_corners=False); the fast exact path for whole-number
     enlargements outside autograd."""
@@ -327,15 +352,29 @@ class FlowInterpolator(nn.Module):
         fh, fw = fine.shape[-2:]
         target = (round(fh / scale * h / full_h), round(fw / scale * w / full_w))  # the plane, padded
         flows_t = _upsample(flows_t, (fh, fw))  # level 0 -> fine's grid (the stem)
-        if target != (fh, fw):  # to the plane's size (channels-first: its planes stay contiguous)
-            flows_t = _upsample(flows_t, target)
-            fine = _upsample(fine, target)
-        base = self._base_grid(h, w, flows_t.device, flows_t.dtype)
-        up = flows_t[:, :, :h, :w].permute(0, 2, 3, 1)
-        fine = fine[:, :, :h, :w]
         opts = dict(mode="bilinear", padding_mode="border", align_corners=True)
-        warped0 = F.grid_sample(img0, (base + up[..., :2]).to(img0.dtype), **opts)
-        warped1 = F.grid_sample(img1, (base + up[..., 2:]).to(img1.dtype), **opts)
+        th, tw = target
+        if th % fh == 0 and tw % fw == 0 and th // fh == tw // fw and not torch.is_grad_enabled():
+            # identity + flow at fine's grid, enlarged into the sampling grids directly
+            k = th // fh
+            dx, dy = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
+            base = self._base_grid(fh, fw, flows_t.device, flows_t.dtype, stride=k, step=(dx, dy))
+            low = flows_t.permute(0, 2, 3, 1)
+            grids = [low[..., i:i + 2] + base for i in (0, 2)]
+            if k > 1:
+                grids = [_grid_upsample(g, k, (k * dx, k * dy)) for g in grids]
+                fine = _upsample(fine, target)
+            grid0, grid1 = (g[:, :h, :w] for g in grids)
+        else:
+            if target != (fh, fw):
+                flows_t = _upsample(flows_t, target)
+                fine = _upsample(fine, target)
+            base = self._base_grid(h, w, flows_t.device, flows_t.dtype)
+            up = flows_t[:, :, :h, :w].permute(0, 2, 3, 1)
+            grid0, grid1 = base + up[..., :2], base + up[..., 2:]
+        fine = fine[:, :, :h, :w]
+        warped0 = F.grid_sample(img0, grid0.to(img0.dtype), **opts)
+        warped1 = F.grid_sample(img1, grid1.to(img1.dtype), **opts)
         a = torch.sigmoid(fine[:, :1])
         frame = torch.lerp(warped1, warped0, a.to(warped0.dtype)) + fine[:, 1:]
         lo, hi = bounds
@@ -343,15 +382,22 @@ class FlowInterpolator(nn.Module):
             return frame.clamp(lo, hi)
         return frame.clamp_(lo, hi)
 
-    def _base_grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Identity sampling grid ``(1, h, w, 2)`` in normalised coordinates, cached."""
-        key = (h, w, str(device), dtype)
+    def _base_grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype, stride: int = 1,
+                   step: tuple[float, float] | None = None) -> torch.Tensor:
+        """Identity sampling grid ``(1, h, w, 2)`` in normalised coordinates (cached).
+        With ``stride`` k > 1: the identity of a k-times larger frame (of normalised pixel
+        ``step``) at the centres of its k x k blocks, which bilinear enlargement by k
+        turns into that frame's identity."""
+        key = (h, w, str(device), dtype, stride, step)
         grid = self._grids.get(key)
         if grid is None:
-            ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=torch.float64) if h > 1 else torch.full((1,), -1.0, device=device, dtype=torch.float64)
-            xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=torch.float64) if w > 1 else torch.full((1,), -1.0, device=device, dtype=torch.float64)
-            grid = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)), -1)[None].to(dtype)
-            if len(self._grids) > 8:
+            dx, dy = step if step is not None else (2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1))
+            offset = (stride - 1) / 2.0
+            xs = -1.0 + (torch.arange(w, dtype=torch.float64) * stride + offset) * dx
+            ys = -1.0 + (torch.arange(h, dtype=torch.float64) * stride + offset) * dy
+            grid = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)), -1)[None]
+            grid = grid.to(device=device, dtype=dtype)
+            if len(self._grids) > 16:
                 self._grids.clear()
             self._grids[key] = grid
         return grid
