@@ -63,7 +63,8 @@ def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def candidate_spec(path: str):
-    """A ModelSpec for a generator exported by train_interp.py (kwargs from its metadata)."""
+    """A ModelSpec for a generator exported by train_interp.py / train_predict.py (kwargs
+    and task from its metadata)."""
     from safetensors import safe_open
 
     from vs_vgan.models import ModelSpec
@@ -72,10 +73,11 @@ def candidate_spec(path: str):
 
     path = str(Path(path).resolve())
     with safe_open(path, "pt") as fh:
-        kwargs = json.loads(fh.metadata()["config"])["model"]
+        config = json.loads(fh.metadata()["config"])
+    kwargs, task = config["model"], config.get("task", "interpolate")
     modulo = FlowInterpolator(**kwargs).modulo
-    return ModelSpec(name=Path(path).stem, task="interpolate", arch="flow", kwargs=kwargs, weights=path,
-                     sha256=file_sha256(Path(path)), modulo=modulo)
+    return ModelSpec(name=Path(path).stem, task=task, arch="flow-predict" if task == "predict" else "flow",
+                     kwargs=kwargs, weights=path, sha256=file_sha256(Path(path)), modulo=modulo)
 
 
 def log(msg: str) -> None:

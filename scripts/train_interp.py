@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vs_vgan.train.config import TrainConfig  # noqa: E402
+from vs_vgan.models.loader import weights_path  # noqa: E402
 from vs_vgan.train.loop import Trainer, export_weights, train  # noqa: E402
 
 log = logging.getLogger("train_interp")
@@ -52,15 +53,23 @@ def parse_sets(pairs: list[str]) -> dict:
 def build_sources(cfg: TrainConfig, source: str | None = None):
     from vs_vgan.train import data as D
 
+    name = "train_predict" if cfg.task == "predict" else "train_interp"
     if not cfg.data_root:
-        raise SystemExit("train_interp: --data DIR is needed (fetch it with scripts/fetch_training_data.sh DIR)")
+        raise SystemExit(f"{name}: --data DIR is needed (fetch it with scripts/fetch_training_data.sh DIR)")
     videos = D.find_videos(cfg.data_root)
     if not videos:
-        raise SystemExit(f"train_interp: no videos under {cfg.data_root}; run scripts/fetch_training_data.sh {cfg.data_root}")
+        raise SystemExit(f"{name}: no videos under {cfg.data_root}; run scripts/fetch_training_data.sh {cfg.data_root}")
     cache = cfg.cache_dir or str(Path(cfg.data_root) / ".cache")
     log.info("%d videos under %s (cache %s)", len(videos), cfg.data_root, cache)
     clips = D.cache_videos(videos, cache, max_side=cfg.max_side or None, source=source)
     log.info("%d frames of real video", sum(len(c) for c in clips))
+    if cfg.task == "predict":
+        runs = D.VideoSequences(clips, length=4 if cfg.w_rollout > 0 else 3, max_gap=cfg.max_gap)
+
+        def make(rng: np.random.Generator):
+            return D.make_sequence_batch(runs, cfg.batch, cfg.crop, rng)
+
+        return make
     real = D.VideoTriplets(clips, max_span=cfg.max_span)
     synth = D.SyntheticMotion(D.still_images())
     sources, probs = [real, synth], [1.0 - cfg.p_synthetic, cfg.p_synthetic]
@@ -71,8 +80,14 @@ def build_sources(cfg: TrainConfig, source: str | None = None):
     return make
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+#: Settings of a prediction run where TrainConfig's defaults are the interpolation run's:
+#: a fine-tuning of the interpolation weights (scripts/train_predict.py).
+PREDICT_DEFAULTS = {"task": "predict", "steps": 6000, "warmup_steps": 4500, "lr_g": 2e-4, "lr_min": 1e-5,
+                    "lr_ramp": 100, "w_flow_aux": 0.02, "flow_aux_steps": 2000, "p_synthetic": 0.0}
+
+
+def main(argv: list[str] | None = None, task: str = "interpolate", doc: str | None = None) -> int:
+    ap = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="training data folder (scripts/fetch_training_data.sh)")
     ap.add_argument("--cache", help="decoded-video cache folder (default DATA/.cache)")
     ap.add_argument("--source", help="VapourSynth source filter for non-WebP videos, as namespace.Function "
@@ -84,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--init", help="start a new run's generator from these safetensors weights "
+                    + ("(default: the shipped interpolation model; 'none' for random)" if task == "predict" else ""))
     ap.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "DEST"),
                     help="write CHECKPOINT's EMA generator to DEST (safetensors) and print its sha256")
     a = ap.parse_args(argv)
@@ -104,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         tr = Trainer.load(a.resume, a.device, override=changes)
         log.info("resumed %s at step %d", a.resume, tr.step)
     else:
-        tr = Trainer(TrainConfig.from_dict({**TrainConfig().to_dict(), **changes}), a.device)
+        defaults = {**TrainConfig().to_dict(), **(PREDICT_DEFAULTS if task == "predict" else {})}
+        tr = Trainer(TrainConfig.from_dict({**defaults, **changes}), a.device)
+        init = a.init or (str(weights_path("vgan-flow-v1.safetensors"))
+                          if task == "predict" else None)
+        if init and init != "none":
+            tr.init_from(init)
+            log.info("generator initialised from %s", init)
     cfg = tr.cfg
     log.info("config %s", json.dumps(cfg.to_dict()))
     log.info("generator %d parameters, discriminator %d", sum(p.numel() for p in tr.net.parameters()),

@@ -93,7 +93,7 @@ def seeded_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch
     return state
 
 
-def make_tiny_flow_spec(directory, seed: int = 0, name: str = "tiny-flow") -> ModelSpec:
+def make_tiny_flow_spec(directory, seed: int = 0, name: str = "tiny-flow", task: str = "interpolate") -> ModelSpec:
     from safetensors.torch import save_file
 
     from vs_vgan.models.flownet import FlowInterpolator
@@ -101,7 +101,8 @@ def make_tiny_flow_spec(directory, seed: int = 0, name: str = "tiny-flow") -> Mo
     net = FlowInterpolator(**TINY_FLOW_KWARGS)
     path = directory / f"{name}-{seed}.safetensors"
     save_file(seeded_state_dict(net, seed), str(path))
-    return ModelSpec(name=name, task="interpolate", arch="flow", kwargs=TINY_FLOW_KWARGS,
+    arch = "flow-predict" if task == "predict" else "flow"
+    return ModelSpec(name=name, task=task, arch=arch, kwargs=TINY_FLOW_KWARGS,
                      weights=str(path), sha256=file_sha256(path), modulo=net.modulo)
 
 
@@ -109,6 +110,12 @@ def make_tiny_flow_spec(directory, seed: int = 0, name: str = "tiny-flow") -> Mo
 def tiny_flow(tmp_path_factory) -> ModelSpec:
     """A tiny seeded flow interpolator, saved as safetensors with its sha256."""
     return make_tiny_flow_spec(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tmp_path_factory) -> ModelSpec:
+    """A tiny seeded flow predictor (the interpolator's network run at t = 2)."""
+    return make_tiny_flow_spec(tmp_path_factory.mktemp("weights"), seed=5, name="tiny-predict", task="predict")
 
 
 def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
@@ -161,3 +168,26 @@ def write_webp(path: Path, frames: list[np.ndarray]) -> Path:
     else:
         images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0, lossless=True)
     return path
+
+
+#: --set arguments of a tiny training run (both phases in 4 steps), for the script tests.
+TINY_TRAIN_SETS = ["--set", 'disc={"channels": 4, "layers": 3, "scales": 1}',
+                   "--set", "batch=2", "--set", "crop=32", "--set", "steps=4", "--set", "warmup_steps=2",
+                   "--set", "lr_ramp=1", "--set", "adv_ramp=1", "--set", "log_every=1"]
+
+
+def load_script(name: str):
+    """A module of scripts/ (which import each other by plain name), loaded by path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module

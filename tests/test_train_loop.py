@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import moving_frames, write_webp
+from conftest import TINY_TRAIN_SETS, load_script, moving_frames, write_webp
 from vs_vgan.models import ModelSpec, load_model
 from vs_vgan.train.config import TrainConfig
 from vs_vgan.train.loop import Trainer, d_step, export_weights, g_step, lr_at, train
@@ -133,20 +133,11 @@ def test_exported_weights_load_through_the_registry_loader(tmp_path):
 
 def test_train_script_runs_end_to_end_on_real_files(tmp_path):
     """scripts/train_interp.py on a tiny data folder: both phases, a checkpoint, resume, export."""
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("train_interp", root / "scripts" / "train_interp.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_interp")
     data = tmp_path / "data"
     data.mkdir()
     write_webp(data / "clip.webp", moving_frames(8, width=64, height=56))
-    sets = ["--set", 'model={"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4}',
-            "--set", 'disc={"channels": 4, "layers": 3, "scales": 1}',
-            "--set", "batch=2", "--set", "crop=32", "--set", "steps=4", "--set", "warmup_steps=2",
-            "--set", "lr_ramp=1", "--set", "adv_ramp=1", "--set", "log_every=1"]
+    sets = ["--set", 'model={"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4}', *TINY_TRAIN_SETS]
     out = tmp_path / "run"
     threads = torch.get_num_threads()
     try:

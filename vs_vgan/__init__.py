@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["interpolate", "__version__"]
+__all__ = ["interpolate", "predict", "extend", "__version__"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .nodes import interpolate
+    from .prediction import extend, predict
+
+_NODES = {"interpolate": "nodes", "predict": "prediction", "extend": "prediction"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "interpolate":
-        from .nodes import interpolate
+    if name in _NODES:
+        import importlib
 
-        return interpolate
+        return getattr(importlib.import_module(f".{_NODES[name]}", __name__), name)
     raise AttributeError(f"module 'vs_vgan' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"interpolate"})
+    return sorted(set(globals()) | set(_NODES))

@@ -100,26 +100,9 @@ def interpolate(
         raise value_error(func, "clip", "at least 2 frames long (there is nothing to interpolate between)", clip)
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     ratio, out_fps = resolve_ratio(src_fps, factor=factor, fps=fps, func=func)
-    if not isinstance(scene_detect, bool):
-        raise type_error(func, "scene_detect", "True or False", scene_detect)
-    if isinstance(scene_threshold, bool) or not isinstance(scene_threshold, (int, float)):
-        raise type_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
-    if not 0 < scene_threshold <= 1:
-        raise value_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
-    if float(scale) not in (1.0, 0.5, 0.25):
-        raise value_error(func, "scale", "1.0, 0.5 or 0.25", scale)
-    spec = get_spec(DEFAULT_INTERPOLATION_MODEL if model is None else model, task="interpolate", func=func)
-    dev = devices.resolve_device(device, func=func)
-    dtype = devices.resolve_dtype(
-        precision, device=dev, clip_is_half=(fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16), func=func
-    )
-    net = load_model(spec, dev, dtype, func=func)
-    if dev.type == "cpu":
-        _use_cpu_plan(vs.core.num_threads)
-    if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
-        raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
+    _check_scene_args(func, scene_detect, scene_threshold)
+    spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
+                                     device, precision, scale)
 
     core = vs.core
     timeline = Timeline(clip.num_frames, ratio, src_fps)
@@ -196,6 +179,37 @@ class _Lane:
     def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         k = (n // self.block) * self.cycle + self.lane * self.block + n % self.block
         return self.runner(k, f) if k < self.num_frames else f[0].copy()
+
+
+# ---------------------------------------------------------------------- shared set-up
+def _check_scene_args(func: str, scene_detect: object, scene_threshold: object) -> None:
+    if not isinstance(scene_detect, bool):
+        raise type_error(func, "scene_detect", "True or False", scene_detect)
+    if isinstance(scene_threshold, bool) or not isinstance(scene_threshold, (int, float)):
+        raise type_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
+    if not 0 < scene_threshold <= 1:
+        raise value_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
+
+
+def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: str, device: object,
+             precision: object, scale: object) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module]:
+    """Check ``scale``, resolve model, device and precision, load the network and, on the
+    CPU, set torch's threads for the core (see :func:`_use_cpu_plan`)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
+    if float(scale) not in (1.0, 0.5, 0.25):
+        raise value_error(func, "scale", "1.0, 0.5 or 0.25", scale)
+    spec = get_spec(default if model is None else model, task=task, func=func)
+    dev = devices.resolve_device(device, func=func)
+    dtype = devices.resolve_dtype(
+        precision, device=dev, clip_is_half=(fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16), func=func
+    )
+    net = load_model(spec, dev, dtype, func=func)
+    if dev.type == "cpu":
+        _use_cpu_plan(vs.core.num_threads)
+    if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
+        raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
+    return spec, dev, dtype, net
 
 
 # ---------------------------------------------------------------------- graph helpers
@@ -385,19 +399,47 @@ class _Interpolator:
     def _synthesize(self, sample: Any, left: vs.VideoFrame, right: vs.VideoFrame, fout: vs.VideoFrame) -> None:
         state = self.pairs.get(sample.left, lambda: self._pair(sample, left, right))
         with torch.inference_mode(), self.slot:
-            tt = torch.full((1, 1, 1, 1), float(sample.t), device=self.device, dtype=self.dtype)
-            if self.planar:
-                state, planes0, planes1 = state
-                flows_t, fine = self.net.fields(state, tt)
-                size = (self.bridge.height, self.bridge.width)
-                out = [self.net.render(flows_t, fine, tt, self.scale, p0, p1, size=size, mix=mix, bounds=bounds)
-                       for p0, p1, (mix, bounds) in zip(planes0, planes1, self.bridge.plane_mixes(fout.props))]
-                self.bridge.write_planes(out, fout)
-                return
-            out = self.net.synthesize(state, tt)
-            if self.modulo > 1:
-                out = out[..., : self.bridge.height, : self.bridge.width]
+            self.write(self.render(state, float(sample.t), fout.props), fout)
+
+    def render(self, state: Any, t: float, props: Any) -> Any:
+        """The network's output at ``t`` for a pair state: plane groups (planar path) or an
+        RGB tensor ``(1, 3, H, W)``.  ``props`` (the output frame's) choose the YUV matrix."""
+        tt = torch.full((1, 1, 1, 1), t, device=self.device, dtype=self.dtype)
+        if self.planar:
+            state, planes0, planes1 = state
+            flows_t, fine = self.net.fields(state, tt)
+            size = (self.bridge.height, self.bridge.width)
+            return [self.net.render(flows_t, fine, tt, self.scale, p0, p1, size=size, mix=mix, bounds=bounds)
+                    for p0, p1, (mix, bounds) in zip(planes0, planes1, self.bridge.plane_mixes(props))]
+        out = self.net.synthesize(state, tt)
+        if self.modulo > 1:
+            out = out[..., : self.bridge.height, : self.bridge.width]
+        return out
+
+    def write(self, out: Any, fout: vs.VideoFrame) -> None:
+        """Write :meth:`render`'s output into a writable frame."""
+        if self.planar:
+            self.bridge.write_planes(out, fout)
+        else:
             self.bridge.write(out[0], fout)
+
+    def state_of_output(self, out: Any, props: Any) -> Any:
+        """A frame state (as :meth:`_frame` makes from a frame) of :meth:`render`'s output,
+        so that a prediction can be the context of the next one."""
+        if self.planar:
+            rgb = self.bridge.planes_to_rgb(out, props, self.scale)
+            return self.net.prepare(None, self.scale, analysed=rgb), out
+        if self.prepares:
+            return self.net.prepare(out, **self.encode_kw)
+        return pad_to_modulo(out, self.modulo)[0]
+
+    def pair_states(self, a: Any, b: Any) -> Any:
+        """The pair state of two frame states."""
+        if self.planar:
+            return self.net.pair(a[0], b[0]), a[1], b[1]
+        if self.prepares:
+            return self.net.pair(a, b)
+        return self.net.encode(a, b, **self.encode_kw)
 
     def _frame(self, index: int, frame: vs.VideoFrame) -> Any:
         def compute() -> Any:
@@ -417,8 +459,4 @@ class _Interpolator:
         a = self._frame(sample.left, left)
         b = self._frame(sample.right, right)
         with torch.inference_mode(), self.slot:
-            if self.planar:
-                return self.net.pair(a[0], b[0]), a[1], b[1]
-            if self.prepares:
-                return self.net.pair(a, b)
-            return self.net.encode(a, b, **self.encode_kw)
+            return self.pair_states(a, b)

@@ -179,6 +179,10 @@ class FlowInterpolator(nn.Module):
     flow is refined by the synthesis network); ``stem``: level 0's downsampling (1, 2 or
     4); ``synth``: width of the synthesis network."""
 
+    #: True for subclasses that synthesize outside the pair (t > 1): the blend weight is
+    #: then the network's own, without the visibility prior of t.
+    extrapolates = False
+
     def __init__(self, channels: Sequence[int] = (16, 32, 48, 64), radius: Sequence[int] = (0, 2, 3, 4),
                  stem: int = 4, synth: int = 24) -> None:
         super().__init__()
@@ -346,9 +350,10 @@ class FlowInterpolator(nn.Module):
             fine = torch.cat((fine[:, :1], F.conv2d(fine[:, 1:], mix.to(fine.dtype)[:, :, None, None])), 1)
         # blend weight: v0 / (v0 + v1) with v0 = (1-t) sigmoid(m), v1 = t sigmoid(-m), which is
         # sigmoid(m + log((1-t)/t)): the shift is added before the (linear) resize
-        tc = t.clamp(1e-6, 1 - 1e-6)
-        logit = fine[:, :1] + torch.log((1 - tc) / tc)
-        fine = torch.cat((logit, fine[:, 1:]), 1)
+        if not self.extrapolates:
+            tc = t.clamp(1e-6, 1 - 1e-6)
+            logit = fine[:, :1] + torch.log((1 - tc) / tc)
+            fine = torch.cat((logit, fine[:, 1:]), 1)
         fh, fw = fine.shape[-2:]
         target = (round(fh / scale * h / full_h), round(fw / scale * w / full_w))  # the plane, padded
         flows_t = _upsample(flows_t, (fh, fw))  # level 0 -> fine's grid (the stem)

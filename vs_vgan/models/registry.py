@@ -13,6 +13,7 @@ __all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODE
 ARCHITECTURES: Mapping[str, str] = MappingProxyType({
     "blend": "vs_vgan.models.blend:LinearBlend",
     "flow": "vs_vgan.models.flownet:FlowInterpolator",
+    "flow-predict": "vs_vgan.models.prednet:FlowPredictor",
 })
 
 TASKS = ("interpolate", "predict")

@@ -9,9 +9,14 @@ from typing import Any
 __all__ = ["TrainConfig"]
 
 
+TASKS = ("interpolate", "predict")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    # generator (vs_vgan.models.flownet.FlowInterpolator keyword arguments)
+    # "interpolate": FlowInterpolator on triplets; "predict": FlowPredictor on frame sequences
+    task: str = "interpolate"
+    # generator keyword arguments (vs_vgan.models.flownet.FlowInterpolator / prednet.FlowPredictor)
     model: dict = field(default_factory=lambda: {"channels": [16, 32, 48, 64], "radius": [0, 2, 3, 4], "stem": 4, "synth": 24})
     # discriminator (vs_vgan.train.discriminator.TemporalDiscriminator)
     disc: dict = field(default_factory=lambda: {"channels": 32, "layers": 3, "scales": 2})
@@ -48,11 +53,17 @@ class TrainConfig:
     max_side: int = 0             # > 0: videos cached with their longer side at most this
     p_synthetic: float = 0.3      # share of synthetic-motion samples, the rest real video
     max_span: int = 4             # triplets (i, i+k, i+n) with n <= max_span: t = k/n
+    # prediction: frames i, i+g, i+2g, i+3g with g <= max_gap; the generator predicts i+2g from
+    # (i, i+g), then i+3g from (i+g, its own prediction), weighted w_rollout (0: one step only)
+    max_gap: int = 2
+    w_rollout: float = 0.5
     # bookkeeping
     checkpoint_seconds: float = 300.0
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"TrainConfig: task must be one of {TASKS}; got {self.task!r}")
         if self.adv_loss not in ("hinge", "rahinge"):
             raise ValueError(f"TrainConfig: adv_loss must be 'hinge' or 'rahinge'; got {self.adv_loss!r}")
         if not 0 <= self.warmup_steps <= self.steps:

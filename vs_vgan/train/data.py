@@ -432,44 +432,132 @@ class VideoTriplets:
             return "static", d01
         return None, d01
 
-    def sample(self, rng: np.random.Generator, crop: int) -> Sample:
-        """One augmented triplet ``(img0, gt, img1, t)``; images float32 ``(3, crop, crop)`` in [0, 1]."""
-        crop = _check_crop("train.data.VideoTriplets.sample", crop)
+    def _choose(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
+        """A drawn window that :meth:`_judge` accepts, or the best of ``max_tries`` rejected ones."""
         best = None
         for _ in range(self.max_tries):
-            window, k, n = self._draw(rng, crop)
-            verdict, motion = self._judge(window)
+            drawn = self._draw(rng, crop)
+            verdict, motion = self._judge(drawn[0])
             if verdict is None:
-                chosen = (window, k, n)
+                chosen = drawn
                 break
             self.stats[verdict] += 1
             if best is None or (verdict == "static" and (best[0] == "cut" or motion > best[1])):
-                best = (verdict, motion, (window, k, n))
+                best = (verdict, motion, drawn)
         else:
             if self.stats["fallback"] == 0:
-                logger.warning("VideoTriplets: %d windows in a row rejected (static or scene cut); "
-                               "using the best of them. Check the clips.", self.max_tries)
+                logger.warning("%s: %d windows in a row rejected (static or scene cut); "
+                               "using the best of them. Check the clips.", type(self).__name__, self.max_tries)
             self.stats["fallback"] += 1
             chosen = best[2]
         self.stats["samples"] += 1
-        window, k, n = chosen
+        return chosen
+
+    def sample(self, rng: np.random.Generator, crop: int) -> Sample:
+        """One augmented triplet ``(img0, gt, img1, t)``; images float32 ``(3, crop, crop)`` in [0, 1]."""
+        crop = _check_crop("train.data.VideoTriplets.sample", crop)
+        window, k, n = self._choose(rng, crop)
         return self._augment(window, k, n, rng)
 
     @staticmethod
-    def _augment(window: np.ndarray, k: int, n: int, rng: np.random.Generator) -> Sample:
-        """Flips, temporal reversal and channel order as views, then one conversion to float."""
+    def _augment_frames(window: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """Flips, temporal reversal and channel order of a ``(T, H, W, 3)`` uint8 window as
+        views, then one conversion to float ``(T, 3, H, W)``; and whether time was reversed."""
         if rng.random() < 0.5:
             window = window[:, :, ::-1]
         if rng.random() < 0.25:
             window = window[:, ::-1]
-        if rng.random() < 0.5:  # temporal reversal
+        reversed_ = rng.random() < 0.5
+        if reversed_:
             window = window[::-1]
-            k = n - k
         if rng.random() < 0.2:
             window = window[..., rng.permutation(3)]
-        out = np.empty((3, 3) + window.shape[1:3], np.float32)
+        out = np.empty((window.shape[0], 3) + window.shape[1:3], np.float32)
         np.multiply(window.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=out)
+        return out, reversed_
+
+    @classmethod
+    def _augment(cls, window: np.ndarray, k: int, n: int, rng: np.random.Generator) -> Sample:
+        out, reversed_ = cls._augment_frames(window, rng)
+        if reversed_:
+            k = n - k
         return out[0], out[1], out[2], k / n
+
+
+class VideoSequences(VideoTriplets):
+    """Runs of ``length`` frames ``i, i + g, ..., i + (length - 1) g`` from decoded clips,
+    with the gap ``g`` in ``[1, max_gap]``: context and targets for frame prediction.
+
+    Sampling, zoom, crop, flips, temporal reversal and channel permutation are those of
+    :class:`VideoTriplets` (identical for all frames of a run).  A run is rejected and drawn
+    again when its first two frames barely differ (mean absolute difference below
+    ``min_motion``) or when it holds a scene cut (a step differing from the run's first
+    step by more than ``cut_diff``, or more than three times as much plus 0.02).
+    """
+
+    def __init__(self, clips: Sequence[np.ndarray], *, length: int = 4, max_gap: int = 2,
+                 min_motion: float = 0.004, scale_range: tuple[float, float] = (0.5, 1.0),
+                 cut_diff: float = 0.25, max_tries: int = 10) -> None:
+        func = "train.data.VideoSequences"
+        if not isinstance(length, int) or length < 3:
+            raise value_error(func, "length", "an int >= 3", length)
+        if not isinstance(max_gap, int) or max_gap < 1:
+            raise value_error(func, "max_gap", "an int >= 1", max_gap)
+        super().__init__(clips, max_span=2, min_motion=min_motion, scale_range=scale_range,
+                         cut_diff=cut_diff, max_tries=max_tries)
+        self.clips = [clip for clip in self.clips if clip.shape[0] >= length]
+        if not self.clips:
+            raise value_error(func, "clips", f"at least one clip of {length} frames or more",
+                              f"{len(clips)} clips, none long enough")
+        self.length = length
+        self.max_gap = max_gap
+
+    def _draw(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
+        clip = self._pick_clip(rng, crop)
+        frames, height, width = clip.shape[:3]
+        gap = int(rng.integers(1, min(self.max_gap, (frames - 1) // (self.length - 1)) + 1))
+        i = int(rng.integers(0, frames - gap * (self.length - 1)))
+        scale = max(rng.uniform(*self.scale_range), crop / min(height, width))
+        size = min(max(round(crop / scale), crop), height, width)
+        y = int(rng.integers(0, height - size + 1))
+        x = int(rng.integers(0, width - size + 1))
+        window = np.stack([clip[i + gap * j, y:y + size, x:x + size] for j in range(self.length)])
+        if size != crop:
+            t = torch.from_numpy(window).permute(0, 3, 1, 2)
+            t = F.interpolate(t, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False)
+            window = t.permute(0, 2, 3, 1).numpy()
+        return window, 0, 0
+
+    def _judge(self, window: np.ndarray) -> tuple[str | None, float]:
+        w = window[:, ::2, ::2].astype(np.int16)
+        steps = [float(np.abs(a - b).mean()) / 255.0 for a, b in zip(w[:-1], w[1:])]
+        first = steps[0]
+        if max(steps) > self.cut_diff or max(steps) > 3.0 * min(steps) + 0.02:
+            return "cut", first
+        if first < self.min_motion:
+            return "static", first
+        return None, first
+
+    def sample(self, rng: np.random.Generator, crop: int) -> np.ndarray:  # type: ignore[override]
+        """One augmented run: float32 ``(length, 3, crop, crop)`` in [0, 1]."""
+        crop = _check_crop("train.data.VideoSequences.sample", crop)
+        window, _, _ = self._choose(rng, crop)
+        return self._augment_frames(window, rng)[0]  # a video played backwards is a video
+
+
+def make_sequence_batch(source: VideoSequences, batch: int, crop: int,
+                        rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A prediction batch from runs of 3 or more frames: ``img0``, ``img1`` (context), ``gt``
+    (the frame after them) and, for runs of 4 or more, ``next`` (the one after that)."""
+    func = "train.data.make_sequence_batch"
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise value_error(func, "batch", "an int >= 1", batch)
+    crop = _check_crop(func, crop)
+    runs = torch.from_numpy(np.stack([source.sample(rng, crop) for _ in range(int(batch))]))
+    out = {"img0": runs[:, 0], "img1": runs[:, 1], "gt": runs[:, 2]}
+    if runs.shape[1] > 3:
+        out["next"] = runs[:, 3]
+    return out
 
 
 # --------------------------------------------------------------------------- synthetic motion

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.flownet import FlowInterpolator, warp
+from ..models.prednet import FlowPredictor
 from . import losses as L
 from .config import TrainConfig
 from .discriminator import TemporalDiscriminator
@@ -68,7 +69,8 @@ class Trainer:
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        self.net = FlowInterpolator(**cfg.model).to(self.device)
+        arch = FlowPredictor if cfg.task == "predict" else FlowInterpolator
+        self.net = arch(**cfg.model).to(self.device)
         if cfg.crop % self.net.modulo:
             raise ValueError(f"TrainConfig: crop must be a multiple of the generator's modulo {self.net.modulo}; got {cfg.crop}")
         self.ema = copy.deepcopy(self.net).eval()
@@ -79,6 +81,15 @@ class Trainer:
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0)
         self.step = 0
         self.last_fake: torch.Tensor | None = None
+
+    def init_from(self, weights: str | os.PathLike) -> None:
+        """Start the generator (and its EMA) from a safetensors file of the same
+        architecture family, e.g. the interpolation model for a predictor."""
+        from safetensors.torch import load_file
+
+        params = load_file(str(weights))
+        self.net.load_state_dict(params)
+        self.ema.load_state_dict(params)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -147,8 +158,19 @@ def _adv_d(cfg: TrainConfig, real_logits, fake_logits) -> torch.Tensor:
 
 
 def generate(net: FlowInterpolator, batch: Batch) -> tuple[torch.Tensor, tuple]:
+    """The generator's output for a batch and its pair state: the frame at ``t`` between
+    img0 and img1, or (a :class:`FlowPredictor`) the frame after img0, img1."""
     state = net.encode(batch["img0"], batch["img1"])
+    if isinstance(net, FlowPredictor):
+        return net.predict_state(state), state
     return net.synthesize(state, batch["t"]), state
+
+
+def _disc_frames(net: FlowInterpolator, batch: Batch, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The three frames the temporal discriminator judges, in time order."""
+    if isinstance(net, FlowPredictor):
+        return batch["img0"], batch["img1"], candidate
+    return batch["img0"], candidate, batch["img1"]
 
 
 def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
@@ -162,6 +184,13 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
     gt = batch["gt"]
     total, parts = L.reconstruction(pred, gt, w_charb=cfg.w_charb, w_census=cfg.w_census, w_grad=cfg.w_grad,
                                      w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
+    if isinstance(net, FlowPredictor) and cfg.w_rollout > 0 and "next" in batch:
+        # the next step from the model's own output, so that extending a shot does not drift
+        again = net.predict(batch["img1"], pred)
+        roll, _ = L.reconstruction(again, batch["next"], w_charb=cfg.w_charb, w_census=cfg.w_census,
+                                   w_grad=cfg.w_grad, w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
+        total = total + cfg.w_rollout * roll
+        parts["rollout"] = roll.item()
     w_aux = _flow_aux_weight(cfg, tr.step)
     if w_aux > 0:
         small0, small1 = net.thumbnails(state)
@@ -173,8 +202,8 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
     if w > 0:
         for p in tr.disc.parameters():
             p.requires_grad_(False)
-        real_logits, real_feats = tr.disc(batch["img0"], gt, batch["img1"])
-        fake_logits, fake_feats = tr.disc(batch["img0"], pred, batch["img1"])
+        real_logits, real_feats = tr.disc(*_disc_frames(net, batch, gt))
+        fake_logits, fake_feats = tr.disc(*_disc_frames(net, batch, pred))
         adv = _adv_g(cfg, [r.detach() for r in real_logits], fake_logits)
         fm = L.feature_matching(real_feats, fake_feats)
         total = total + w * (cfg.w_adv * adv + cfg.w_fm * fm)
@@ -202,8 +231,8 @@ def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[
         with torch.no_grad():
             tr.net.eval()
             fake, _ = generate(tr.net, batch)
-    real_logits, _ = tr.disc(batch["img0"], batch["gt"], batch["img1"])
-    fake_logits, _ = tr.disc(batch["img0"], fake, batch["img1"])
+    real_logits, _ = tr.disc(*_disc_frames(tr.net, batch, batch["gt"]))
+    fake_logits, _ = tr.disc(*_disc_frames(tr.net, batch, fake))
     loss = _adv_d(tr.cfg, real_logits, fake_logits)
     tr.opt_d.zero_grad(set_to_none=True)
     loss.backward()
@@ -216,16 +245,20 @@ def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[
 
 @torch.no_grad()
 def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.device) -> dict[str, float]:
-    """Mean PSNR/SSIM of ``net`` (and of the linear blend) over fixed validation batches."""
+    """Mean PSNR/SSIM of ``net`` over fixed validation batches, beside the trivial
+    baseline (linear blend for interpolation, repeating the last frame for prediction)."""
     net.eval()
-    ps, ss, blend = [], [], []
+    predicting = isinstance(net, FlowPredictor)
+    ps, ss, base = [], [], []
     for b in batches:
         b = _to(b, device)
         pred, _ = generate(net, b)
         ps.append(float(L.psnr(pred, b["gt"])))
         ss.append(float(L.ssim(pred, b["gt"])))
-        blend.append(float(L.psnr(torch.lerp(b["img0"], b["img1"], b["t"]), b["gt"])))
-    return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss)), "val_blend_psnr": float(np.mean(blend))}
+        trivial = b["img1"] if predicting else torch.lerp(b["img0"], b["img1"], b["t"])
+        base.append(float(L.psnr(trivial, b["gt"])))
+    key = "val_repeat_psnr" if predicting else "val_blend_psnr"
+    return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss)), key: float(np.mean(base))}
 
 
 def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_dir: str | os.PathLike, *,
@@ -235,7 +268,9 @@ def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_d
     ``deadline`` (time.time()), checkpointing to ``out_dir/last.pt`` every
     cfg.checkpoint_seconds and at the end (also when ``stop()`` turns true, checked between
     steps, or on an exception).  ``make_batch(rng)`` gives a batch of
-    tensors img0, gt, img1 (B, 3, crop, crop) and t (B, 1, 1, 1)."""
+    tensors img0, gt, img1 (B, 3, crop, crop) and t (B, 1, 1, 1); for a predictor, img0 and
+    img1 are the context frames, gt the frame after them and ``next`` (optional) the one
+    after that (:func:`vs_vgan.train.data.make_sequence_batch`)."""
     cfg = tr.cfg
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

