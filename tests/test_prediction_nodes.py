@@ -84,3 +84,58 @@ def test_prediction_errors_are_clear(tiny_predictor, tiny_flow):
     with pytest.raises(ValueError, match="for the 'predict' task"):
         vs_vgan.predict(src, model=tiny_flow)
     assert vs_vgan.extend(src, frames=0, model=tiny_predictor) is src
+
+
+def with_repeats(src: vs.VideoNode, every: int = 5) -> vs.VideoNode:
+    """Every ``every``-th frame replaced by a copy of its predecessor (a dropped frame)."""
+    parts = []
+    for n in range(src.num_frames):
+        parts.append(src[n - 1] if n % every == every - 1 and n > 0 else src[n])
+    return core.std.Splice(parts)
+
+
+def test_repair_finds_every_repeat_and_nothing_on_the_clean_clip(tiny_flow, tiny_predictor):
+    src = moving(vs.YUV420P8, length=16)
+    damaged = with_repeats(src)
+    kw = dict(model=tiny_flow, predict_model=tiny_predictor, device="cpu")
+    fixed = vs_vgan.repair(damaged, duplicates=True, **kw)
+    clean = vs_vgan.repair(src, duplicates=True, **kw)
+    assert fixed.num_frames == src.num_frames and fixed.fps == src.fps
+    changed = [n for n in range(src.num_frames) if frame_bytes(fixed.get_frame(n)) != frame_bytes(damaged.get_frame(n))]
+    assert changed == [4, 9, 14]
+    assert all(frame_bytes(clean.get_frame(n)) == frame_bytes(src.get_frame(n)) for n in range(src.num_frames))
+    # the rebuilt frame is interpolate()'s frame between its good neighbours at t = 1/2
+    mid = vs_vgan.interpolate(core.std.Splice([src[3], src[5]]), factor=2, model=tiny_flow, device="cpu",
+                              scene_detect=False)
+    assert frame_bytes(fixed.get_frame(4)) == frame_bytes(mid.get_frame(1))
+
+
+def test_repair_listed_frames_uses_thirds_and_predicts_at_the_end(tiny_flow, tiny_predictor):
+    src = moving(vs.RGB24, length=8)
+    kw = dict(model=tiny_flow, predict_model=tiny_predictor, device="cpu", scene_detect=False)
+    fixed = vs_vgan.repair(src, frames=[3, 4, 7], **kw)
+    quad = vs_vgan.interpolate(core.std.Splice([src[2], src[5]]), factor=3, model=tiny_flow, device="cpu",
+                               scene_detect=False)
+    assert frame_bytes(fixed.get_frame(3)) == frame_bytes(quad.get_frame(1))  # t = 1/3
+    assert frame_bytes(fixed.get_frame(4)) == frame_bytes(quad.get_frame(2))  # t = 2/3
+    # no good frame after 7: predicted from (5, 6)
+    predicted = vs_vgan.predict(src, model=tiny_predictor, device="cpu", scene_detect=False)
+    assert frame_bytes(fixed.get_frame(7)) == frame_bytes(predicted.get_frame(7))
+    for n in (0, 1, 2, 5, 6):
+        assert frame_bytes(fixed.get_frame(n)) == frame_bytes(src.get_frame(n))
+    # durations and props stay the source's
+    assert dict(fixed.get_frame(3).props) == dict(src.get_frame(3).props)
+
+
+def test_repair_arguments_are_checked(tiny_flow, tiny_predictor):
+    src = moving(vs.RGB24, length=4)
+    kw = dict(model=tiny_flow, predict_model=tiny_predictor)
+    with pytest.raises(ValueError, match=r"frame numbers in \[0, 3\]"):
+        vs_vgan.repair(src, frames=[4], **kw)
+    with pytest.raises(TypeError, match="a list of frame numbers"):
+        vs_vgan.repair(src, frames="3", **kw)
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        vs_vgan.repair(src, duplicates=True, threshold=1.5, **kw)
+    with pytest.raises(ValueError, match="max_run must be an int >= 1"):
+        vs_vgan.repair(src, duplicates=True, max_run=0, **kw)
+    assert vs_vgan.repair(src, **kw) is src

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["interpolate", "predict", "extend", "__version__"]
+__all__ = ["interpolate", "predict", "extend", "repair", "__version__"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .nodes import interpolate
-    from .prediction import extend, predict
+    from .prediction import extend, predict, repair
 
-_NODES = {"interpolate": "nodes", "predict": "prediction", "extend": "prediction"}
+_NODES = {"interpolate": "nodes", "predict": "prediction", "extend": "prediction", "repair": "prediction"}
 
 
 def __getattr__(name: str) -> Any:

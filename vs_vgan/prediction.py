@@ -1,4 +1,4 @@
-"""Frame prediction nodes: ``predict`` and ``extend`` (``repair`` follows).
+"""Frame prediction nodes: ``predict``, ``extend`` and ``repair``.
 
 Frame ``n`` is predicted from the ``K = 2`` frames before it
 (:mod:`vs_vgan.models.prednet`).  Both nodes share the interpolation node's machinery
@@ -21,10 +21,11 @@ from . import devices
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
 from .models.prednet import CONTEXT
+from .models import DEFAULT_INTERPOLATION_MODEL
 from .nodes import (DEFAULT_SCENE_THRESHOLD, _check_scene_args, _Interpolator, _in_lanes, _network, _scene_cuts,
-                    _CUT_PROP)
+                    _CUT_PROP, log)
 
-__all__ = ["predict", "extend", "DEFAULT_PREDICTION_MODEL"]
+__all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD"]
 
 #: The registered prediction model used when ``model`` is None.
 DEFAULT_PREDICTION_MODEL = "vgan-predict-v1"
@@ -117,11 +118,12 @@ def _cut(prev2: vs.VideoFrame, prev1: vs.VideoFrame, cuts: vs.VideoFrame | None)
 
 class _Rollout:
     """Predictions fed back: ``k``-th frame past the clip's edge from the two before it
-    (source frames first, then earlier predictions), computed in order once and kept."""
+    (source frames first, then earlier predictions), computed in order once and kept.
+    ``keys``: the runner's frame-cache keys of the two context frames."""
 
-    def __init__(self, runner: _Interpolator, frames: int) -> None:
+    def __init__(self, runner: _Interpolator, keys: tuple[int, int] = (-2, -1)) -> None:
         self.runner = runner
-        self.frames = frames
+        self.keys = keys
         self.lock = threading.Lock()
         self.outputs: list[Any] = []
         self.states: list[Any] = []
@@ -132,7 +134,7 @@ class _Rollout:
         r = self.runner
         with self.lock:
             if not self.states:
-                self.states = [r._frame(-2, context[0]), r._frame(-1, context[1])]
+                self.states = [r._frame(self.keys[0], context[0]), r._frame(self.keys[1], context[1])]
             while len(self.outputs) <= k:
                 j = len(self.outputs)
                 with torch.inference_mode(), r.slot:
@@ -211,7 +213,7 @@ def _predicted(clip: vs.VideoNode, runner: _Interpolator, frames: int, *, forwar
         pair = (far + near) if forward else (near + far)
         cuts = _scene_cuts(pair, threshold)[0]  # frame 0: a cut between the two context frames?
         clips.append(cuts * frames)
-    rollout = _Rollout(runner, frames)
+    rollout = _Rollout(runner)
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
 
     def select(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
@@ -231,3 +233,190 @@ def _predicted(clip: vs.VideoNode, runner: _Interpolator, frames: int, *, forwar
         return fout
 
     return core.std.ModifyFrame(clips[1], clips=clips, selector=select)
+
+
+# ---------------------------------------------------------------------- repair
+#: Default of ``repair(threshold=)``: mean absolute luma difference (0..1) to the previous
+#: frame at or below which a frame may be a repeat of it.
+DEFAULT_DUPLICATE_THRESHOLD = 0.002
+#: ... and it is one when that difference is also at most this share of the larger of the
+#: differences around it (a still scene, where every difference is small, is left alone).
+_DUP_RATIO = 0.25
+_DIFF_PROP = "PlaneStatsDiff"  # on the annotated copies only; the output keeps the source's props
+
+
+def _interp_runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
+                   scale: object) -> _Interpolator:
+    fmt = check_format(clip, func=func)
+    spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
+                                     device, precision, scale)
+    return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
+                         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
+                         cache_size=min(8, vs.core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
+                         scale=float(scale))
+
+
+def _annotated(clip: vs.VideoNode, scene_detect: bool, scene_threshold: float) -> vs.VideoNode:
+    """``clip`` with ``PlaneStatsDiff`` (mean absolute luma difference to the previous
+    frame, 0 for frame 0) and, when detecting, ``_VsVganCut`` (a cut after this frame) props."""
+    core = vs.core
+    fam = clip.format.color_family
+    if fam == vs.YUV:
+        luma = core.std.ShufflePlanes(clip, 0, vs.GRAY)
+    elif fam == vs.RGB:
+        luma = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
+    else:
+        luma = clip
+    stats = core.std.PlaneStats(luma, _lagged(luma, 1))
+    out = core.std.CopyFrameProps(clip, stats, props=["PlaneStatsDiff"])
+    if scene_detect:
+        out = core.std.CopyFrameProps(out, _scene_cuts(clip, scene_threshold), props=[_CUT_PROP])
+    return out
+
+
+def _shifted(clip: vs.VideoNode, j: int) -> vs.VideoNode:
+    """Frame i is frame clamp(i + j) of ``clip``."""
+    if j == 0:
+        return clip
+    if j < 0:
+        return _lagged(clip, -j)
+    tail = clip[-1] * j
+    return clip[j:] + tail if j < clip.num_frames else tail[: clip.num_frames]
+
+
+def repair(
+    clip: vs.VideoNode,
+    /,
+    *,
+    frames: Any = None,
+    duplicates: bool = False,
+    threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+    max_run: int = 4,
+    model: Any = None,
+    predict_model: Any = None,
+    device: str = "auto",
+    precision: str = "auto",
+    scene_detect: bool = True,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    scale: float = 1.0,
+) -> vs.VideoNode:
+    """``clip`` with bad frames rebuilt at their own time position; length, rate, props
+    and durations unchanged.
+
+    Bad frames: the ``frames`` listed, and with ``duplicates=True`` every frame that
+    repeats its predecessor, as in captures with dropped frames (its mean absolute luma
+    difference to the previous frame is at most ``threshold`` and at most a quarter of the
+    differences around it, so that a still scene is not taken for repeats).  A run of
+    consecutive bad frames (at most ``max_run`` long; longer runs are left as they are and
+    logged) is rebuilt from the nearest good frames around it: interpolated between them
+    (``model``, an interpolation model) at ``t = 1/(k+1) ... k/(k+1)`` for ``k`` bad frames
+    (1/3 and 2/3 for two); predicted forward from the two good frames before it
+    (``predict_model``) where no good frame follows in the same scene (the end of the
+    clip, or a scene cut after the run), and backwards from the two after it at the start
+    of the clip.  Nothing reaches across a scene cut.
+    """
+    func = "repair"
+    if not isinstance(clip, vs.VideoNode):
+        raise type_error(func, "clip", "a vapoursynth.VideoNode", clip)
+    n_frames = clip.num_frames
+    listed = _check_frames(func, frames, n_frames)
+    if not isinstance(duplicates, bool):
+        raise type_error(func, "duplicates", "True or False", duplicates)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise type_error(func, "threshold", "a number in [0, 1)", threshold)
+    if not 0 <= threshold < 1:
+        raise value_error(func, "threshold", "a number in [0, 1)", threshold)
+    if isinstance(max_run, bool) or not isinstance(max_run, int):
+        raise type_error(func, "max_run", "an int >= 1", max_run)
+    if max_run < 1:
+        raise value_error(func, "max_run", "an int >= 1", max_run)
+    _check_scene_args(func, scene_detect, scene_threshold)
+    if n_frames < 2:
+        raise value_error(func, "clip", "at least 2 frames long", clip)
+    interp = _interp_runner(func, clip, model, device, precision, scale)
+    pred = _runner(func, clip, predict_model, device, precision, scale)
+    if not listed and not duplicates:
+        return clip
+    width = max_run + 2
+    annotated = _annotated(clip, scene_detect, float(scene_threshold))
+    window = [_shifted(annotated, j) for j in range(-width, width + 1)]
+    rollouts: dict[tuple[int, bool], _Rollout] = {}
+    rollouts_lock = threading.Lock()
+    warned: list[int] = []
+
+    def select(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        def frame(i: int) -> vs.VideoFrame:
+            return f[1 + width + i - n]
+
+        def diff(i: int) -> float:
+            return float(frame(i).props[_DIFF_PROP]) if 1 <= i < n_frames else 0.0
+
+        def bad(i: int) -> bool:
+            if not 0 <= i < n_frames:
+                return False
+            if i in listed:
+                return True
+            if not duplicates or i == 0:
+                return False
+            d = diff(i)
+            return d <= threshold and d <= _DUP_RATIO * max(diff(i - 1), diff(i + 1))
+
+        def cut_after(i: int) -> bool:
+            a, b = frame(i), frame(i + 1)
+            if "_SceneChangeNext" in a.props or "_SceneChangePrev" in b.props:
+                return bool(a.props.get("_SceneChangeNext", 0)) or bool(b.props.get("_SceneChangePrev", 0))
+            return bool(a.props.get(_CUT_PROP, 0))
+
+        fout = f[0].copy()  # the source frame, with its own props
+        if not bad(n):
+            return fout
+        first = last = n
+        while first - 1 >= 0 and bad(first - 1) and last - first + 1 <= max_run:
+            first -= 1
+        while last + 1 < n_frames and bad(last + 1) and last - first + 1 <= max_run:
+            last += 1
+        if last - first + 1 > max_run:
+            if not warned:
+                warned.append(n)
+                log.warning("repair: more than %d bad frames in a row around frame %d; left as they are "
+                            "(raise max_run)", max_run, n)
+            return fout
+        left, right = first - 1, last + 1
+        right_ok = right < n_frames and not any(cut_after(i) for i in range(max(left, first - 1), right) if i >= 0)
+        if left >= 0 and right_ok:
+            t = Fraction(n - left, right - left)
+            interp._synthesize(_Step(left, right, t), frame(left), frame(right), fout)
+            return fout
+        if left >= 0:  # predict forward from (left - 1, left)
+            far = left - 1
+            still = far < 0 or bad(far) or cut_after(far)
+            context, keys, k = [frame(max(far, 0)), frame(left)], (max(far, 0), left), n - left - 1
+        elif right_ok:  # the clip starts with the run: predict backwards from (right + 1, right)
+            far = right + 1
+            still = far >= n_frames or bad(far) or cut_after(right)
+            context, keys, k = [frame(min(far, n_frames - 1)), frame(right)], (min(far, n_frames - 1), right), right - n - 1
+        else:
+            return fout  # no good frame on either side within reach
+        with rollouts_lock:
+            rollout = rollouts.setdefault((keys[1], left >= 0), _Rollout(pred, keys))
+        out = rollout.get(k, context, still)
+        with torch.inference_mode(), pred.slot:
+            pred.write(out, fout)
+        return fout
+
+    return vs.core.std.ModifyFrame(clip, clips=[clip, *window], selector=select)
+
+
+def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:
+    if frames is None:
+        return frozenset()
+    if isinstance(frames, (str, bytes)) or not hasattr(frames, "__iter__"):
+        raise type_error(func, "frames", "a list of frame numbers", frames)
+    out = set()
+    for x in frames:
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise type_error(func, "frames", "a list of frame numbers (ints)", frames)
+        if not 0 <= x < n_frames:
+            raise value_error(func, "frames", f"frame numbers in [0, {n_frames - 1}]", x)
+        out.add(x)
+    return frozenset(out)
