@@ -139,3 +139,23 @@ def test_repair_arguments_are_checked(tiny_flow, tiny_predictor):
     with pytest.raises(ValueError, match="max_run must be an int >= 1"):
         vs_vgan.repair(src, duplicates=True, max_run=0, **kw)
     assert vs_vgan.repair(src, **kw) is src
+
+
+def test_repair_and_extend_are_deterministic_under_random_concurrent_access(tiny_flow, tiny_predictor, threads):
+    """Byte-identical frames whatever the order and the thread count (and so torch's
+    intra-op threads): predictions fed back are never rounded in place by a write."""
+    src = with_repeats(moving(vs.YUV420P8, length=12), every=4)
+    kw = dict(predict_model=tiny_predictor, model=tiny_flow, device="cpu")
+    builders = [lambda: vs_vgan.repair(src, duplicates=True, frames=[11], **kw),
+                lambda: vs_vgan.extend(src, frames=5, side="both", model=tiny_predictor, device="cpu")]
+    for build in builders:
+        threads(1)
+        expected = [frame_bytes(f) for f in build().frames()]
+        for n_threads in (2, 4):
+            threads(n_threads)
+            out = build()
+            order = list(range(out.num_frames)) * 2
+            random.Random(n_threads).shuffle(order)
+            futures = [(k, out.get_frame_async(k)) for k in order]
+            for k, fut in futures:
+                assert frame_bytes(fut.result()) == expected[k], (k, n_threads)

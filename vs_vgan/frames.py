@@ -227,7 +227,7 @@ class FrameBridge:
     def _download(self, plane: torch.Tensor, dest: np.ndarray, index: int) -> None:
         """Quantize (integer formats) and convert ``plane`` into the frame's memory."""
         if not self.is_float:
-            plane = plane.round_().clamp_(0.0, self.peak)
+            plane = plane.round().clamp_(0.0, self.peak)  # not in place: callers may keep their tensor
         if not self._cuda:
             torch.from_numpy(dest).copy_(plane)  # converts straight into the frame
             return
