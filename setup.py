@@ -34,6 +34,7 @@ setup(
         # training only (scripts/train_interp.py): animated WebP reading and the still photographs
         "train": ["pillow", "scikit-image", "scikit-learn", "vapoursynth-bestsource"],
     },
+    entry_points={"console_scripts": ["vs-vgan = vs_vgan.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3.12",
         "Topic :: Multimedia :: Video",

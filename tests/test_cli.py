@@ -1,0 +1,125 @@
+"""The vs-vgan command, end to end on short generated clips with an audio track."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from vs_vgan import cli
+
+pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg (apt-get install ffmpeg)")
+
+
+def make_clip(path: Path, seconds: float = 1.0, size: str = "96x64", rate: int = 24) -> Path:
+    """A test pattern with a sine tone as PCM (exact length, unlike AAC's padded frames), in MKV."""
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+                    "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(path)],
+                   check=True)
+    return path
+
+
+def probe(path: Path) -> dict:
+    """Frame count and rate of the video, and each stream's end time from its packets."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                          "packet=stream_index,pts_time,duration_time:stream=index,codec_type,r_frame_rate",
+                          "-of", "json", str(path)], check=True, capture_output=True, text=True).stdout
+    data = json.loads(out)
+    kinds = {s["index"]: s for s in data["streams"]}
+    ends: dict[str, float] = {}
+    frames = 0
+    for p in data["packets"]:
+        kind = kinds[p["stream_index"]]["codec_type"]
+        end = float(p["pts_time"]) + float(p.get("duration_time") or 0)
+        ends[kind] = max(ends.get(kind, 0.0), end)
+        frames += kind == "video"
+    video = next(s for s in data["streams"] if s["codec_type"] == "video")
+    return dict(frames=frames, fps=Fraction(video["r_frame_rate"]), ends=ends)
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vs_vgan", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_upconvert_writes_the_frames_at_the_rate_with_the_audio_in_sync(tmp_path):
+    src = make_clip(tmp_path / "in.mkv")
+    out = tmp_path / "out.mkv"
+    r = run("upconvert", str(src), "-o", str(out), "--factor", "2", "--model", "blend")
+    assert r.returncode == 0, r.stderr
+    assert "48/48 frames" in r.stderr  # the progress bar's last state
+    info = probe(out)
+    assert info["frames"] == 48 and info["fps"] == 48
+    video_end = info["frames"] / info["fps"]
+    assert abs(info["ends"]["audio"] - float(video_end)) <= 1 / 48 + 1e-3
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_upconvert_to_a_target_rate_into_mp4(tmp_path):
+    src = make_clip(tmp_path / "in.mkv")
+    out = tmp_path / "ntsc.mp4"
+    r = run("upconvert", str(src), "-o", str(out), "--fps", "60000/1001", "--model", "blend", "--quiet",
+            "--audio-codec", "aac")  # PCM does not go into MP4
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    info = probe(out)
+    assert info["fps"] == Fraction(60000, 1001) and info["frames"] == 60  # ceil(24 * 2.5025)
+    assert "audio" in info["ends"]
+
+
+def test_output_exists_missing_input_and_missing_ffmpeg_are_clear(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "in.mkv")
+    out = tmp_path / "out.mkv"
+    out.write_bytes(b"keep me")
+    assert cli.main(["upconvert", str(src), "-o", str(out), "--model", "blend", "--quiet"]) == cli.EXIT_EXISTS
+    assert "exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert cli.main(["upconvert", str(tmp_path / "nope.mkv"), "-o", str(out), "--quiet"]) == cli.EXIT_FAILED
+    assert "does not exist" in capsys.readouterr().err
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    code = cli.main(["upconvert", str(src), "-o", str(tmp_path / "new.mkv"), "--model", "blend", "--quiet"])
+    assert code == cli.EXIT_MISSING and "apt-get install ffmpeg" in capsys.readouterr().err
+    assert not (tmp_path / "new.mkv").exists()
+
+
+def test_an_interrupted_run_leaves_no_output(tmp_path):
+    src = make_clip(tmp_path / "long.mkv", seconds=20, size="320x240")
+    out = tmp_path / "out.mkv"
+    proc = subprocess.Popen([sys.executable, "-m", "vs_vgan", "upconvert", str(src), "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.time() + 60
+    while "frames" not in seen and time.time() < deadline:  # wait for the progress bar
+        seen += proc.stderr.read(1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == cli.EXIT_INTERRUPTED, rest
+    assert "interrupted; no output written" in rest
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["long.mkv"]
+
+
+def test_info_and_models(tmp_path, capsys):
+    src = make_clip(tmp_path / "in.mkv")
+    assert cli.main(["info", str(src), "--fps", "60000/1001", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["input"]["frames"] == 24 and info["input"]["fps"] == "24"
+    assert info["output"] == {"frames": 60, "fps": "60000/1001", "ratio": "2500/1001"}
+    assert cli.main(["models"]) == 0
+    assert "vgan-flow-v1 (default)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["upconvert", str(src), "-o", "x.mkv", "--fps", "0"])
+    assert exc.value.code == cli.EXIT_USAGE
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "vs-vgan"
+    assert script.exists(), "pip install -e . installs the vs-vgan command (setup.py entry_points)"
+    r = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "upconvert" in r.stdout and "Exit codes" in r.stdout
