@@ -123,3 +123,21 @@ def test_the_console_script_is_installed():
     assert script.exists(), "pip install -e . installs the vs-vgan command (setup.py entry_points)"
     r = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "upconvert" in r.stdout and "Exit codes" in r.stdout
+
+
+def test_extend_at_the_start_delays_the_audio_and_repair_keeps_the_length(tmp_path):
+    src = make_clip(tmp_path / "in.mkv")
+    out = tmp_path / "longer.mkv"
+    r = run("extend", str(src), "-o", str(out), "--frames", "6", "--side", "start", "--quiet")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "packet=stream_index,pts_time",
+                                      "-select_streams", "a", "-of", "json", str(out)],
+                                     check=True, capture_output=True, text=True).stdout)
+    first_audio = min(float(p["pts_time"]) for p in data["packets"])
+    assert abs(first_audio - 6 / 24) <= 1 / 24  # the six new frames come before the old first one
+    info = probe(out)
+    assert info["frames"] == 30 and info["fps"] == 24
+    fixed = tmp_path / "fixed.mkv"
+    r = run("repair", str(src), "-o", str(fixed), "--duplicates", "--frames", "3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert probe(fixed)["frames"] == 24

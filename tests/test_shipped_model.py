@@ -74,3 +74,30 @@ def test_default_model_runs_through_the_node_at_both_scales():
         err = np.abs(mid - want)[:, 8:-8, 16:-16].mean()
         blend_err = np.abs((frames[0][:, :, :128].astype(np.float64) + frames[1][:, :, :128]) / 2 - want)[:, 8:-8, 16:-16].mean()
         assert err < blend_err / 2, (scale, err, blend_err)
+
+
+def test_default_predictor_is_the_trained_one():
+    from vs_vgan.models import DEFAULT_PREDICTION_MODEL
+
+    spec = REGISTRY[DEFAULT_PREDICTION_MODEL]
+    assert spec.task == "predict" and spec.arch == "flow-predict"
+    path = weights_path(spec.weights)
+    assert path.is_file() and path.stat().st_size <= 40 * 1024 * 1024
+    assert file_sha256(path) == spec.sha256
+    card = path.with_suffix(".md")
+    assert card.is_file() and spec.name in card.read_text()
+
+
+def test_default_predictor_continues_motion_better_than_repeating():
+    from vs_vgan.models import DEFAULT_PREDICTION_MODEL
+
+    net = load_model(REGISTRY[DEFAULT_PREDICTION_MODEL], CPU, torch.float32)
+    tex = texture(128, 224, seed=3)
+    shift = 6  # pixels per frame, to the right
+    frames = [tex[:, :, shift * k:shift * k + 192][None] for k in range(3)]
+    with torch.inference_mode():
+        out = net.predict(frames[0], frames[1])
+    inner = (slice(None), slice(None), slice(16, -16), slice(16, -32))
+    ours = psnr(out[inner], frames[2][inner])
+    repeat = psnr(frames[1][inner], frames[2][inner])
+    assert ours > repeat + 6, (ours, repeat)

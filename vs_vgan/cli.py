@@ -280,11 +280,10 @@ def _info_text(info: dict) -> str:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-    from .models import list_models
-    from .models.registry import DEFAULT_INTERPOLATION_MODEL
+    from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL, list_models
 
     for spec in list_models():
-        default = " (default)" if spec.name == DEFAULT_INTERPOLATION_MODEL else ""
+        default = " (default)" if spec.name in (DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL) else ""
         print(f"{spec.name}{default}  [{spec.task}, {spec.arch}]\n    {spec.description}")
     return EXIT_OK
 

@@ -21,14 +21,12 @@ from . import devices
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
 from .models.prednet import CONTEXT
-from .models import DEFAULT_INTERPOLATION_MODEL
+from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL
 from .nodes import (DEFAULT_SCENE_THRESHOLD, _check_scene_args, _Interpolator, _in_lanes, _network, _scene_cuts,
                     _CUT_PROP, log)
 
 __all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD"]
 
-#: The registered prediction model used when ``model`` is None.
-DEFAULT_PREDICTION_MODEL = "vgan-predict-v1"
 
 #: Where a predicted frame lies on its context pair's time axis (n-2 at 0, n-1 at 1).
 _T = 2.0

@@ -4,10 +4,11 @@ Models are data: a frozen :class:`ModelSpec` per entry in :data:`REGISTRY`, one 
 architecture (listed in :data:`ARCHITECTURES`, imported only when used), and one audited
 loader, :func:`load_model`.
 """
-from .registry import ARCHITECTURES, DEFAULT_INTERPOLATION_MODEL, REGISTRY, ModelSpec, get_spec, list_models
+from .registry import (ARCHITECTURES, DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL, REGISTRY, ModelSpec,
+                       get_spec, list_models)
 from .loader import load_model, weights_path
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODEL", "REGISTRY", "ModelSpec",
+    "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODEL", "DEFAULT_PREDICTION_MODEL", "REGISTRY", "ModelSpec",
     "get_spec", "list_models", "load_model", "weights_path",
 ]

@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 from ..errors import type_error, value_error
 
-__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODEL", "get_spec", "list_models"]
+__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODEL", "DEFAULT_PREDICTION_MODEL",
+           "get_spec", "list_models"]
 
 # architecture name -> "module:Class", imported lazily by the loader
 ARCHITECTURES: Mapping[str, str] = MappingProxyType({
@@ -78,6 +79,18 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
                         "Card: models/vgan-flow-v1.md",
         ),
         ModelSpec(
+            name="vgan-predict-v1",
+            task="predict",
+            arch="flow-predict",
+            kwargs={"channels": (16, 32, 48, 64), "radius": (0, 2, 3, 4), "stem": 4, "synth": 24},
+            weights="vgan-predict-v1.safetensors",
+            sha256="6f8378c4ca2277d6f0f6758d9c2c27a036fce03396e87aa4671dcc6382922962",
+            modulo=64,
+            description="Frame predictor (frame n from n-2 and n-1): the flow generator's network run at t=2, "
+                        "fine-tuned from vgan-flow-v1 with a two-step roll-out loss, then against the temporal "
+                        "discriminator; 0.42M parameters. Card: models/vgan-predict-v1.md",
+        ),
+        ModelSpec(
             name="blend",
             task="interpolate",
             arch="blend",
@@ -88,6 +101,8 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
 
 # The trained GAN interpolator; "blend" stays registered as the no-motion baseline.
 DEFAULT_INTERPOLATION_MODEL = "vgan-flow-v1"
+# The trained GAN predictor (vs_vgan.predict, extend, repair).
+DEFAULT_PREDICTION_MODEL = "vgan-predict-v1"
 
 
 def list_models(task: str | None = None) -> list[ModelSpec]:
