@@ -25,7 +25,7 @@ setup(
     # Shipped weights and model cards live in models/ at the repository root and are
     # installed as the package vs_vgan.weights (resolved by vs_vgan.models.weights_path).
     package_dir={"vs_vgan.weights": "models"},
-    package_data={"vs_vgan.weights": ["*.safetensors", "*.md"], "vs_vgan.data": ["sample.mp4", "SAMPLE.md"]},
+    package_data={"vs_vgan.weights": ["*.safetensors", "*.md"], "vs_vgan.data": ["sample.mp4", "SAMPLE.md", "demo.vpy"]},
     include_package_data=True,
     install_requires=["vapoursynth>=74", "torch>=2.4", "numpy>=1.26", "safetensors>=0.4"],
     extras_require={

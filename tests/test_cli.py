@@ -141,3 +141,17 @@ def test_extend_at_the_start_delays_the_audio_and_repair_keeps_the_length(tmp_pa
     r = run("repair", str(src), "-o", str(fixed), "--duplicates", "--frames", "3", "--quiet")
     assert r.returncode == 0, r.stderr
     assert probe(fixed)["frames"] == 24
+
+
+def test_demo_is_the_main_job_through_vspipe(tmp_path):
+    out = tmp_path / "demo.mkv"
+    r = run("demo", "-o", str(out), "--model", "blend", "--quiet", timeout=300)
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert info["frames"] == 132 and info["fps"] == Fraction(26777, 500)  # the 66-frame sample at 2x
+    raw = tmp_path / "demo.y4m"
+    r = run("demo", "-o", str(raw), "--model", "blend", "--quiet", "--no-ffmpeg", timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = raw.read_bytes()
+    header = data.split(b"\n", 1)[0]
+    assert header.startswith(b"YUV4MPEG2 ") and b"W640 H480 F26777:500" in header and b"XLENGTH=132" in header
