@@ -290,7 +290,7 @@ def _use_cpu_plan(core_threads: int) -> None:
     """Set torch's intra-op threads for ``core_threads`` VapourSynth threads (process-wide)."""
     _, threads = devices.cpu_plan(core_threads)
     if torch.get_num_threads() != threads:
-        log.debug("interpolate: torch intra-op threads %d -> %d for %d VapourSynth threads",
+        log.debug("cpu plan: torch intra-op threads %d -> %d for %d VapourSynth threads",
                   torch.get_num_threads(), threads, core_threads)
         torch.set_num_threads(threads)
 
