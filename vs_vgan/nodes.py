@@ -278,6 +278,15 @@ def _duration(props: Any) -> Fraction:
         ) from None
 
 
+def _is_cut(left: vs.VideoFrame, right: vs.VideoFrame, cuts: vs.VideoFrame | None) -> bool:
+    """A scene cut between two neighbouring frames: their scene-change props when either
+    carries one, else ``cuts``' ``_VsVganCut`` prop (the detector's; None: no detector)."""
+    lp, rp = left.props, right.props
+    if "_SceneChangeNext" in lp or "_SceneChangePrev" in rp:
+        return bool(lp.get("_SceneChangeNext", 0)) or bool(rp.get("_SceneChangePrev", 0))
+    return cuts is not None and bool(cuts.props[_CUT_PROP])
+
+
 # ---------------------------------------------------------------------- the callback
 # On the CPU, network work and frame conversions hold one of these slots: one per core.
 # With torch's intra-op threads set by devices.cpu_plan (one per call when VapourSynth has
@@ -374,7 +383,7 @@ class _Interpolator:
         left, right = f[0], f[1]
         if sample.is_source:
             fout = left.copy()
-        elif self._is_cut(left, right, f[2] if self.has_cut_clip else None):
+        elif _is_cut(left, right, f[2] if self.has_cut_clip else None):
             fout = (left if sample.t < Fraction(1, 2) else right).copy()
         else:
             fout = left.copy()
@@ -388,13 +397,6 @@ class _Interpolator:
         fout.props["_DurationNum"] = d.numerator
         fout.props["_DurationDen"] = d.denominator
         return fout
-
-    @staticmethod
-    def _is_cut(left: vs.VideoFrame, right: vs.VideoFrame, cuts: vs.VideoFrame | None) -> bool:
-        lp, rp = left.props, right.props
-        if "_SceneChangeNext" in lp or "_SceneChangePrev" in rp:
-            return bool(lp.get("_SceneChangeNext", 0)) or bool(rp.get("_SceneChangePrev", 0))
-        return cuts is not None and bool(cuts.props[_CUT_PROP])
 
     def _synthesize(self, sample: Any, left: vs.VideoFrame, right: vs.VideoFrame, fout: vs.VideoFrame) -> None:
         state = self.pairs.get(sample.left, lambda: self._pair(sample, left, right))
@@ -424,8 +426,8 @@ class _Interpolator:
             self.bridge.write(out[0], fout)
 
     def state_of_output(self, out: Any, props: Any) -> Any:
-        """A frame state (as :meth:`_frame` makes from a frame) of :meth:`render`'s output,
-        so that a prediction can be the context of the next one."""
+        """The frame state (what :meth:`pair_states` takes) of :meth:`render`'s output or
+        of :meth:`frame_data`, so that a prediction can be the context of the next one."""
         if self.planar:
             rgb = self.bridge.planes_to_rgb(out, props, self.scale)
             return self.net.prepare(None, self.scale, analysed=rgb), out
@@ -441,17 +443,14 @@ class _Interpolator:
             return self.net.pair(a, b)
         return self.net.encode(a, b, **self.encode_kw)
 
+    def frame_data(self, frame: vs.VideoFrame) -> Any:
+        """A frame in :meth:`render`'s output form: plane groups or an RGB tensor."""
+        return self.bridge.to_planes(frame) if self.planar else self.bridge.to_tensor([frame])
+
     def _frame(self, index: int, frame: vs.VideoFrame) -> Any:
         def compute() -> Any:
             with torch.inference_mode(), self.slot:
-                if self.planar:
-                    planes = self.bridge.to_planes(frame)
-                    rgb = self.bridge.planes_to_rgb(planes, frame.props, self.scale)
-                    return self.net.prepare(None, self.scale, analysed=rgb), planes
-                x = self.bridge.to_tensor([frame])
-                if self.prepares:
-                    return self.net.prepare(x, **self.encode_kw)
-                return pad_to_modulo(x, self.modulo)[0]
+                return self.state_of_output(self.frame_data(frame), frame.props)
 
         return self.frames.get(index, compute)
 

@@ -22,8 +22,8 @@ from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
 from .models.prednet import CONTEXT
 from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL
-from .nodes import (DEFAULT_SCENE_THRESHOLD, _check_scene_args, _Interpolator, _in_lanes, _network, _scene_cuts,
-                    _CUT_PROP, log)
+from .nodes import (DEFAULT_SCENE_THRESHOLD, _check_scene_args, _in_lanes, _Interpolator, _is_cut, _network,
+                    _scene_cuts, _shift, _CUT_PROP, log)
 
 __all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD"]
 
@@ -40,15 +40,17 @@ class _Step(NamedTuple):
 
 
 def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
-            scale: object) -> _Interpolator:
+            scale: object, task: str = "predict") -> _Interpolator:
+    """The frame bridge, caches and network of a prediction (or, for repair's gaps,
+    interpolation) node, as :class:`_Interpolator` holds them for ``interpolate``."""
     fmt = check_format(clip, func=func)
-    spec, dev, dtype, net = _network(func, fmt, model, "predict", DEFAULT_PREDICTION_MODEL, device, precision, scale)
-    if not hasattr(net, "predict_state"):
+    default = DEFAULT_PREDICTION_MODEL if task == "predict" else DEFAULT_INTERPOLATION_MODEL
+    spec, dev, dtype, net = _network(func, fmt, model, task, default, device, precision, scale)
+    if task == "predict" and not hasattr(net, "predict_state"):
         raise value_error(func, "model", "a prediction model (task 'predict')", spec.name)
-    core = vs.core
     return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
                          bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
-                         cache_size=min(8, core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
+                         cache_size=min(8, vs.core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
                          scale=float(scale))
 
 
@@ -94,7 +96,7 @@ def predict(
         if n < CONTEXT:
             return own.copy()
         fout = own.copy()
-        if _cut(prev2, prev1, f[3] if scene_detect else None):
+        if _is_cut(prev2, prev1, f[3] if scene_detect else None):
             for p in range(prev1.format.num_planes):  # repeat frame n - 1 (with this frame's props)
                 np.asarray(fout[p])[...] = np.asarray(prev1[p])
             return fout
@@ -105,13 +107,6 @@ def predict(
     if lanes == 1:
         return vs.core.std.ModifyFrame(clip, clips=[clip, *clips], selector=select)
     return _in_lanes(clip, [clip, *clips], select, lanes, block=1)
-
-
-def _cut(prev2: vs.VideoFrame, prev1: vs.VideoFrame, cuts: vs.VideoFrame | None) -> bool:
-    lp, rp = prev2.props, prev1.props
-    if "_SceneChangeNext" in lp or "_SceneChangePrev" in rp:
-        return bool(lp.get("_SceneChangeNext", 0)) or bool(rp.get("_SceneChangePrev", 0))
-    return cuts is not None and bool(cuts.props[_CUT_PROP])
 
 
 class _Rollout:
@@ -137,19 +132,13 @@ class _Rollout:
                 j = len(self.outputs)
                 with torch.inference_mode(), r.slot:
                     if still:
-                        out = self._still(context[1])
+                        out = r.frame_data(context[1])
                     else:
                         state = r.pair_states(self.states[j], self.states[j + 1])
                         out = r.render(state, _T, context[1].props)
                     self.outputs.append(out)
                     self.states.append(r.state_of_output(out, context[1].props))
             return self.outputs[k]
-
-    def _still(self, frame: vs.VideoFrame) -> Any:
-        r = self.runner
-        if r.planar:
-            return r.bridge.to_planes(frame)
-        return r.bridge.to_tensor([frame])
 
 
 def extend(
@@ -218,7 +207,7 @@ def _predicted(clip: vs.VideoNode, runner: _Interpolator, frames: int, *, forwar
         k = n if forward else frames - 1 - n  # steps away from the clip
         far_f, near_f = f[0], f[1]
         earlier, later = (far_f, near_f) if forward else (near_f, far_f)
-        still = _cut(earlier, later, f[2] if scene_detect else None)
+        still = _is_cut(earlier, later, f[2] if scene_detect else None)
         out = rollout.get(k, [far_f, near_f], still)
         fout = near_f.copy()
         with torch.inference_mode(), runner.slot:
@@ -243,17 +232,6 @@ _DUP_RATIO = 0.25
 _DIFF_PROP = "PlaneStatsDiff"  # on the annotated copies only; the output keeps the source's props
 
 
-def _interp_runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
-                   scale: object) -> _Interpolator:
-    fmt = check_format(clip, func=func)
-    spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
-                                     device, precision, scale)
-    return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
-                         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
-                         cache_size=min(8, vs.core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
-                         scale=float(scale))
-
-
 def _annotated(clip: vs.VideoNode, scene_detect: bool, scene_threshold: float) -> vs.VideoNode:
     """``clip`` with ``PlaneStatsDiff`` (mean absolute luma difference to the previous
     frame, 0 for frame 0) and, when detecting, ``_VsVganCut`` (a cut after this frame) props."""
@@ -274,12 +252,7 @@ def _annotated(clip: vs.VideoNode, scene_detect: bool, scene_threshold: float) -
 
 def _shifted(clip: vs.VideoNode, j: int) -> vs.VideoNode:
     """Frame i is frame clamp(i + j) of ``clip``."""
-    if j == 0:
-        return clip
-    if j < 0:
-        return _lagged(clip, -j)
-    tail = clip[-1] * j
-    return clip[j:] + tail if j < clip.num_frames else tail[: clip.num_frames]
+    return _lagged(clip, -j) if j < 0 else _shift(clip, j)
 
 
 def repair(
@@ -331,7 +304,7 @@ def repair(
     _check_scene_args(func, scene_detect, scene_threshold)
     if n_frames < 2:
         raise value_error(func, "clip", "at least 2 frames long", clip)
-    interp = _interp_runner(func, clip, model, device, precision, scale)
+    interp = _runner(func, clip, model, device, precision, scale, task="interpolate")
     pred = _runner(func, clip, predict_model, device, precision, scale)
     if not listed and not duplicates:
         return clip
@@ -359,11 +332,8 @@ def repair(
             d = diff(i)
             return d <= threshold and d <= _DUP_RATIO * max(diff(i - 1), diff(i + 1))
 
-        def cut_after(i: int) -> bool:
-            a, b = frame(i), frame(i + 1)
-            if "_SceneChangeNext" in a.props or "_SceneChangePrev" in b.props:
-                return bool(a.props.get("_SceneChangeNext", 0)) or bool(b.props.get("_SceneChangePrev", 0))
-            return bool(a.props.get(_CUT_PROP, 0))
+        def cut_after(i: int) -> bool:  # the annotated frame i carries the detector's verdict
+            return _is_cut(frame(i), frame(i + 1), frame(i) if scene_detect else None)
 
         fout = f[0].copy()  # the source frame, with its own props
         if not bad(n):
@@ -380,7 +350,7 @@ def repair(
                             "(raise max_run)", max_run, n)
             return fout
         left, right = first - 1, last + 1
-        right_ok = right < n_frames and not any(cut_after(i) for i in range(max(left, first - 1), right) if i >= 0)
+        right_ok = right < n_frames and not any(cut_after(i) for i in range(max(left, 0), right))
         if left >= 0 and right_ok:
             t = Fraction(n - left, right - left)
             interp._synthesize(_Step(left, right, t), frame(left), frame(right), fout)
