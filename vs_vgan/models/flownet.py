@@ -28,7 +28,7 @@ padded inside (edge replication) to a multiple of :attr:`modulo`, and the full-s
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,55 +84,50 @@ def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequentia
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2), nn.LeakyReLU(0.1, inplace=True))
 
 
-def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)`` for
-    an integer ``factor``, as two separable passes of ``factor`` lerps (output phase ``p``
-    of each input pixel is a fixed blend of it and one neighbour, edges replicated).
-    Equal to the reference within float rounding and several times faster on the CPU;
-    no autograd (it writes into its output)."""
-    b, c, h, w = x.shape
+def _enlarge(x: torch.Tensor, factor: int, hdim: int, wdim: int,
+             slope_h: torch.Tensor | None = None, slope_w: torch.Tensor | None = None) -> torch.Tensor:
+    """Whole-number bilinear enlargement (align_corners=False) of ``x`` along its
+    ``hdim``/``wdim`` dimensions, as two separable passes (width, then height) of
+    ``factor`` lerps: output phase ``p`` of each input sample is a fixed blend of it and
+    one neighbour.  Edges are replicated, or extended linearly by ``slope_*`` (the change
+    per input sample, broadcast over the other dimensions).  Equal to ``F.interpolate``
+    within float rounding and several times faster on the CPU; no autograd (it writes
+    into its output)."""
     s = int(factor)
 
-    def phases(src: torch.Tensor, dim: int, n: int, dest: Callable[[int], torch.Tensor]) -> None:
-        # src is padded by one on both sides along dim; phase p goes to dest(p)
-        centre = src.narrow(dim, 1, n)
+    def one_pass(src: torch.Tensor, dim: int, slope: torch.Tensor | None) -> torch.Tensor:
+        n = src.shape[dim]
+        lo, hi = src.narrow(dim, 0, 1), src.narrow(dim, n - 1, 1)
+        if slope is not None:
+            lo, hi = lo - slope, hi + slope
+        padded = torch.cat((lo, src, hi), dim)
+        shape = list(src.shape)
+        out = torch.empty(shape[:dim + 1] + [s] + shape[dim + 1:], dtype=src.dtype, device=src.device)
+        centre = padded.narrow(dim, 1, n)
         for p in range(s):
             d = (2 * p + 1 - s) / (2 * s)
-            torch.lerp(centre, src.narrow(dim, 2 if d >= 0 else 0, n), abs(d), out=dest(p))
+            torch.lerp(centre, padded.narrow(dim, 2 if d >= 0 else 0, n), abs(d), out=out.select(dim + 1, p))
+        shape[dim] *= s
+        return out.view(shape)
 
-    xp = torch.cat((x[..., :1], x, x[..., -1:]), -1)
-    row = torch.empty((b, c, h, w, s), dtype=x.dtype, device=x.device)
-    phases(xp, 3, w, lambda p: row[..., p])
-    row = row.view(b, c, h, w * s)
-    rp = torch.cat((row[:, :, :1], row, row[:, :, -1:]), 2)
-    out = torch.empty((b, c, h, s, w * s), dtype=x.dtype, device=x.device)
-    phases(rp, 2, h, lambda p: out[:, :, :, p])
-    return out.view(b, c, h * s, w * s)
+    return one_pass(one_pass(x, wdim, slope_w), hdim, slope_h)
+
+
+def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)`` of an
+    ``(N, C, H, W)`` tensor for an integer ``factor`` (:func:`_enlarge`)."""
+    return _enlarge(x, factor, 2, 3)
 
 
 def _grid_upsample(g: torch.Tensor, factor: int, step: tuple[float, float]) -> torch.Tensor:
-    """Whole-number bilinear enlargement (align_corners=False) of a sampling grid
-    ``(B, h, w, 2)`` = identity + flow, straight into ``grid_sample``'s layout.  As in
-    :func:`_upsample_lerp`, but the edges are extended linearly by ``step`` (the
-    identity's change per input pixel in x and y), which is replication for the flow and
-    exact for the identity: the result is the full-size identity grid plus the enlarged
-    flow, with no full-size addition.  No autograd."""
-    b, h, w, _ = g.shape
-    s = int(factor)
-    sx = torch.tensor([step[0], 0.0], dtype=g.dtype, device=g.device)
-    sy = torch.tensor([0.0, step[1]], dtype=g.dtype, device=g.device)
-    gp = torch.cat((g[:, :, :1] - sx, g, g[:, :, -1:] + sx), 2)
-    row = torch.empty((b, h, w, s, 2), dtype=g.dtype, device=g.device)
-    for p in range(s):
-        d = (2 * p + 1 - s) / (2 * s)
-        torch.lerp(gp[:, :, 1:w + 1], gp[:, :, 2:w + 2] if d >= 0 else gp[:, :, 0:w], abs(d), out=row[:, :, :, p])
-    row = row.view(b, h, w * s, 2)
-    rp = torch.cat((row[:, :1] - sy, row, row[:, -1:] + sy), 1)
-    out = torch.empty((b, h, s, w * s, 2), dtype=g.dtype, device=g.device)
-    for p in range(s):
-        d = (2 * p + 1 - s) / (2 * s)
-        torch.lerp(rp[:, 1:h + 1], rp[:, 2:h + 2] if d >= 0 else rp[:, 0:h], abs(d), out=out[:, :, p])
-    return out.view(b, h * s, w * s, 2)
+    """Whole-number bilinear enlargement of a sampling grid ``(B, h, w, 2)`` = identity +
+    flow, straight into ``grid_sample``'s layout.  The edges are extended linearly by
+    ``step`` (the identity's change per input pixel in x and y), which is replication for
+    the flow and exact for the identity: the result is the full-size identity grid plus
+    the enlarged flow, with no full-size addition (:func:`_enlarge`)."""
+    slope_w = torch.tensor([step[0], 0.0], dtype=g.dtype, device=g.device)
+    slope_h = torch.tensor([0.0, step[1]], dtype=g.dtype, device=g.device)
+    return _enlarge(g, factor, 1, 2, slope_h, slope_w)
 
 
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
