@@ -93,6 +93,13 @@ class _Yuv:
     c_off: float
     c_scale: float
 
+    def chroma_terms(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What normalised U and V add to Y for R, G and B."""
+        kg = 1.0 - self.kr - self.kb
+        r_v = 2.0 * (1.0 - self.kr)
+        b_u = 2.0 * (1.0 - self.kb)
+        return v * r_v, u * (-self.kb * b_u / kg) + v * (-self.kr * r_v / kg), u * b_u
+
 
 def _full_range(props: Mapping) -> bool:
     """Full-range YUV?  ``_Range`` (R81+: 1 full, 0 limited), else the older
@@ -164,10 +171,7 @@ class FrameBridge:
         v = self._upload(np.asarray(frame[2]), 2).sub_(c.c_off).div_(c.c_scale)
         # Chroma terms at chroma resolution, broadcast over each subsampling block
         # (the same as repeating chroma pixels to full size, without the copies).
-        kg = 1.0 - c.kr - c.kb
-        r_v = 2.0 * (1.0 - c.kr)
-        b_u = 2.0 * (1.0 - c.kb)
-        terms = (v * r_v, u * (-c.kb * b_u / kg) + v * (-c.kr * r_v / kg), u * b_u)
+        terms = c.chroma_terms(u, v)
         sh, sw = 1 << self.ss_h, 1 << self.ss_w
         hc, wc = u.shape
         yb = y.view(hc, sh, wc, sw)
@@ -285,12 +289,7 @@ class FrameBridge:
             else:
                 uv = F.interpolate(uv, size=size, mode="bilinear", align_corners=False, antialias=True)
         uv = uv * c_mul + c_add
-        c = self._yuv(props)
-        kg = 1.0 - c.kr - c.kb
-        r_v, b_u = 2.0 * (1.0 - c.kr), 2.0 * (1.0 - c.kb)
-        u, v = uv[:, :1], uv[:, 1:]
-        g = y + u * (-c.kb * b_u / kg) + v * (-c.kr * r_v / kg)
-        return torch.cat((y + v * r_v, g, y + u * b_u), 1)
+        return torch.cat([y + term for term in self._yuv(props).chroma_terms(uv[:, :1], uv[:, 1:])], 1)
 
     def plane_mixes(self, props: Mapping) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
         """Per group of :meth:`to_planes`: the ``(k, 3)`` matrix taking an RGB difference

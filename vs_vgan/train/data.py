@@ -408,20 +408,26 @@ class VideoTriplets:
     def _draw(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
         """Frames i, i + k, i + n of a random window, zoomed to ``crop``: uint8 (3, crop, crop, 3)."""
         clip = self._pick_clip(rng, crop)
-        length, height, width = clip.shape[:3]
+        length = clip.shape[0]
         n = int(rng.integers(2, min(self.max_span, length - 1) + 1))
         i = int(rng.integers(0, length - n))
         k = int(rng.integers(1, n))
+        return self._zoomed(clip, (i, i + k, i + n), rng, crop), k, n
+
+    def _zoomed(self, clip: np.ndarray, indices: Sequence[int], rng: np.random.Generator, crop: int) -> np.ndarray:
+        """Frames ``indices`` of ``clip``, one random window of them zoomed to ``crop``:
+        uint8 ``(len(indices), crop, crop, 3)``."""
+        height, width = clip.shape[1:3]
         scale = max(rng.uniform(*self.scale_range), crop / min(height, width))
         size = min(max(round(crop / scale), crop), height, width)
         y = int(rng.integers(0, height - size + 1))
         x = int(rng.integers(0, width - size + 1))
-        window = np.stack([clip[j, y:y + size, x:x + size] for j in (i, i + k, i + n)])
+        window = np.stack([clip[j, y:y + size, x:x + size] for j in indices])
         if size != crop:  # resize the window only, never the whole frame
             t = torch.from_numpy(window).permute(0, 3, 1, 2)  # channels-last NCHW: the fast uint8 path
             t = F.interpolate(t, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False)
             window = t.permute(0, 2, 3, 1).numpy()
-        return window, k, n
+        return window
 
     def _judge(self, window: np.ndarray) -> tuple[str | None, float]:
         a, g, b = window[:, ::2, ::2].astype(np.int16)  # every other pixel is plenty
@@ -514,19 +520,10 @@ class VideoSequences(VideoTriplets):
 
     def _draw(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
         clip = self._pick_clip(rng, crop)
-        frames, height, width = clip.shape[:3]
+        frames = clip.shape[0]
         gap = int(rng.integers(1, min(self.max_gap, (frames - 1) // (self.length - 1)) + 1))
         i = int(rng.integers(0, frames - gap * (self.length - 1)))
-        scale = max(rng.uniform(*self.scale_range), crop / min(height, width))
-        size = min(max(round(crop / scale), crop), height, width)
-        y = int(rng.integers(0, height - size + 1))
-        x = int(rng.integers(0, width - size + 1))
-        window = np.stack([clip[i + gap * j, y:y + size, x:x + size] for j in range(self.length)])
-        if size != crop:
-            t = torch.from_numpy(window).permute(0, 3, 1, 2)
-            t = F.interpolate(t, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False)
-            window = t.permute(0, 2, 3, 1).numpy()
-        return window, 0, 0
+        return self._zoomed(clip, [i + gap * j for j in range(self.length)], rng, crop), 0, 0
 
     def _judge(self, window: np.ndarray) -> tuple[str | None, float]:
         w = window[:, ::2, ::2].astype(np.int16)
