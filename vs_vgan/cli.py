@@ -22,6 +22,7 @@ Exit codes: 0 done; 1 failed (unreadable input, bad value, encoder error); 2 wro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -32,7 +33,7 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -125,6 +126,19 @@ def ffmpeg_path() -> str:
     return path
 
 
+@contextlib.contextmanager
+def _partial(output: Path) -> Iterator[Path]:
+    """A hidden temporary path next to ``output``: renamed to ``output`` when the block
+    ends normally, removed when it raises (or is interrupted)."""
+    tmp = output.with_name(f".{output.stem}.vs-vgan-partial-{os.getpid()}{output.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, output)
+
+
 def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None, preset: str | None,
            audio_codec: str, extra: Sequence[str], overwrite: bool, audio_offset: float = 0.0,
            progress: Callable[[int, int], None] | None = None) -> None:
@@ -138,43 +152,39 @@ def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None,
         raise CliError("vs-vgan: the result has a variable frame rate, which y4m can't carry; "
                        "make INPUT constant-rate first (or use --fps)")
     ffmpeg = ffmpeg_path()
-    tmp = output.with_name(f".{output.stem}.vs-vgan-partial-{os.getpid()}{output.suffix}")
-    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
-    if audio_offset:
-        cmd += ["-itsoffset", f"{audio_offset:.6f}"]
-    cmd += ["-i", str(source_path), "-map", "0:v:0", "-map", "1:a?"]
-    if output.suffix.lower() == ".mkv":
-        cmd += ["-map", "1:s?", "-c:s", "copy"]
-    cmd += ["-c:v", codec]
-    if crf is not None:
-        cmd += ["-crf", str(crf)]
-    if preset:
-        cmd += ["-preset", preset]
-    cmd += ["-c:a", audio_codec, *extra, str(tmp)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    ok = False
-    try:
+    with _partial(output) as tmp:
+        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
+        if audio_offset:
+            cmd += ["-itsoffset", f"{audio_offset:.6f}"]
+        cmd += ["-i", str(source_path), "-map", "0:v:0", "-map", "1:a?"]
+        if output.suffix.lower() == ".mkv":
+            cmd += ["-map", "1:s?", "-c:s", "copy"]
+        cmd += ["-c:v", codec]
+        if crf is not None:
+            cmd += ["-crf", str(crf)]
+        if preset:
+            cmd += ["-preset", preset]
+        cmd += ["-c:a", audio_codec, *extra, str(tmp)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)
-        except BrokenPipeError:
-            pass  # ffmpeg stopped reading: its own message says why
-        finally:
             try:
-                proc.stdin.close()
+                for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)
             except BrokenPipeError:
-                pass
-        err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() != 0:
-            raise CliError(f"vs-vgan: ffmpeg failed ({proc.returncode}): {err.splitlines()[-1] if err else 'no message'}"
-                           f"\n  command: {shlex.join(cmd)}")
-        os.replace(tmp, output)
-        ok = True
-    finally:
-        if not ok:
+                pass  # ffmpeg stopped reading: its own message says why
+            finally:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            err = proc.stderr.read().decode(errors="replace").strip()
+            if proc.wait() != 0:
+                raise CliError(f"vs-vgan: ffmpeg failed ({proc.returncode}): "
+                               f"{err.splitlines()[-1] if err else 'no message'}\n  command: {shlex.join(cmd)}")
+        except BaseException:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            tmp.unlink(missing_ok=True)
+            raise
 
 
 # ---------------------------------------------------------------------- commands
@@ -301,13 +311,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     output = Path(a.output) if a.output else Path("out") / ("demo_2x.mkv" if ffmpeg else "demo_2x.y4m")
     output.parent.mkdir(parents=True, exist_ok=True)
     vsargs = ["-a", f"factor={a.factor}", "-a", f"device={a.device}"] + (["-a", f"model={a.model}"] if a.model else [])
-    tmp = output.with_name(f".{output.stem}.vs-vgan-partial-{os.getpid()}{output.suffix}")
     start = time.perf_counter()
-    ok = False
-    try:
+    progress = [] if a.quiet else ["-p"]
+    with _partial(output) as tmp:
         if ffmpeg:
-            pipe = subprocess.Popen([vspipe, "-c", "y4m", *([] if a.quiet else ["-p"]), *vsargs, str(script), "-"],
-                                    stdout=subprocess.PIPE)
+            pipe = subprocess.Popen([vspipe, "-c", "y4m", *progress, *vsargs, str(script), "-"], stdout=subprocess.PIPE)
             enc = subprocess.run([ffmpeg, "-hide_banner", "-v", "error", "-y", "-i", "-", "-c:v", "libx264",
                                   "-crf", "16", "-preset", "medium", "-pix_fmt", "yuv420p", "-f", "matroska",
                                   str(tmp)], stdin=pipe.stdout)
@@ -316,15 +324,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
         else:
             print("vs-vgan demo: ffmpeg not found, writing raw y4m (apt-get install ffmpeg for H.264 output)",
                   file=sys.stderr)
-            rc = subprocess.run([vspipe, "-c", "y4m", *([] if a.quiet else ["-p"]), *vsargs, str(script),
-                                 str(tmp)]).returncode
+            rc = subprocess.run([vspipe, "-c", "y4m", *progress, *vsargs, str(script), str(tmp)]).returncode
         if rc != 0:
             raise CliError(f"vs-vgan demo: failed (exit {rc}); no output written")
-        os.replace(tmp, output)
-        ok = True
-    finally:
-        if not ok:
-            tmp.unlink(missing_ok=True)
     print(f"vs-vgan demo: wrote {output} ({output.stat().st_size / 1e6:.1f} MB) in "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     return EXIT_OK
