@@ -1,14 +1,18 @@
 """Device and precision resolution: the only module that touches ``torch.cuda``."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
+from typing import ContextManager
 
 import torch
 
 from .errors import type_error, value_error
 
-__all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan"]
+__all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan",
+           "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name"]
 
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -66,6 +70,64 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` (no-op on the CPU); for benchmarks."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_streams = threading.local()
+
+
+def thread_stream(device: torch.device) -> ContextManager:
+    """Run the calling thread's work on ``device`` on that thread's own CUDA stream
+    (made on first use, one per thread and device), so that frames requested by several
+    VapourSynth threads at once overlap on the GPU: one frame's upload and download with
+    another's compute.  A no-op context on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    pool = getattr(_streams, "pool", None)
+    if pool is None:
+        pool = _streams.pool = {}
+    stream = pool.get(device.index)
+    if stream is None:
+        stream = pool[device.index] = torch.cuda.Stream(device)
+    return torch.cuda.stream(stream)
+
+
+def finish_stream(device: torch.device) -> None:
+    """Wait for the work queued on the calling thread's current stream only (no-op on the
+    CPU): what a thread computed is complete before another thread, on another stream,
+    may read it.  Unlike :func:`synchronize` it leaves other threads' streams running."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+
+
+def memory_stats(device: torch.device) -> dict[str, int]:
+    """Bytes of GPU memory held by torch on ``device`` (allocated, reserved and their
+    peaks since the last :func:`reset_peak_memory`); empty on the CPU."""
+    if device.type != "cuda":
+        return {}
+    return {"allocated": torch.cuda.memory_allocated(device), "reserved": torch.cuda.memory_reserved(device),
+            "peak_allocated": torch.cuda.max_memory_allocated(device),
+            "peak_reserved": torch.cuda.max_memory_reserved(device)}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def cpu_cores() -> int:

@@ -323,6 +323,8 @@ class FrameBridge:
                 mixes = [group([y, u, v], [y_lo, c_lo, c_lo], [y_hi, c_hi, c_hi])]
             else:
                 mixes = [group([y], [y_lo], [y_hi]), group([u, v], [c_lo, c_lo], [c_hi, c_hi])]
+        if self._cuda:  # complete before threads on other streams read the cached tensors
+            torch.cuda.current_stream(self.device).synchronize()
         with self._yuv_lock:
             self._yuv_cache[key] = mixes
         return mixes

@@ -16,6 +16,7 @@ from . import devices
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format, pad_to_modulo
 from .models import DEFAULT_INTERPOLATION_MODEL, ModelSpec, get_spec, load_model
+from .models.compiled import CompiledNetwork
 from .timing import Timeline, resolve_ratio
 
 __all__ = ["interpolate", "DEFAULT_SCENE_THRESHOLD"]
@@ -30,6 +31,9 @@ DEFAULT_SCENE_THRESHOLD = 0.1
 _SCENE_RATIO = 2.0
 #: ... or when it exceeds the threshold this many times over.
 _SCENE_STRONG = 3.0
+#: Default number of frames computed at once on CUDA (each on its own stream): two
+#: overlap one frame's transfers and Python work with the other's compute.
+_CUDA_STREAMS = 2
 _CUT_PROP = "_VsVganCut"
 
 
@@ -45,6 +49,8 @@ def interpolate(
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float = 1.0,
+    num_streams: int | None = None,
+    compile: bool = False,
 ) -> vs.VideoNode:
     """Frame-rate conversion with synthesized in-between frames.
 
@@ -73,13 +79,22 @@ def interpolate(
             are warped); the faster settings for large frames or slow CPUs (0.25 is the
             one that keeps up with MVTools FlowFPS at 720p on two CPU cores).  Models
             without motion analysis (``"blend"``) accept only 1.0.
+        num_streams: output frames computed at once (``>= 1``; more than
+            ``core.num_threads`` gains nothing).  None: on the CPU
+            ``min(core.num_threads, cores)``; on CUDA ``min(core.num_threads, 2)``, each
+            with its own CUDA stream, so that one frame's upload and download overlap
+            another's compute.  More streams hold more frames' activations in GPU memory.
+        compile: run the network through ``torch.compile`` (TorchInductor, no CUDA
+            graphs).  The first frames of each size are slow while it compiles (tens of
+            seconds); where it can't compile (no C++ compiler or Triton), a warning is
+            logged and the network runs as without it.
 
-    On the CPU the work is spread over the cores as VapourSynth allows: one ModifyFrame
-    instance's Python callback never runs on two threads at once, so the output frames
-    are dealt out, a source pair's frames at a time, to ``min(core.num_threads, cores)``
-    parallel instances, and torch's intra-op threads are set (process-wide, when the node
-    is made) to ``cores // instances``.  YUV and GRAY clips are warped and blended in
-    their own planes, each at its resolution; RGB clips as RGB.
+    Work is spread over the cores (or the GPU's streams) as VapourSynth allows: one
+    ModifyFrame instance's Python callback never runs on two threads at once, so the
+    output frames are dealt out, a source pair's frames at a time, to ``num_streams``
+    parallel instances.  On the CPU torch's intra-op threads are set (process-wide, when
+    the node is made) to ``cores // instances``.  YUV and GRAY clips are warped and
+    blended in their own planes, each at its resolution; RGB clips as RGB.
 
     Returns:
         A clip with ``ceil(num_frames * ratio)`` frames (``ratio = factor`` or
@@ -101,10 +116,17 @@ def interpolate(
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     ratio, out_fps = resolve_ratio(src_fps, factor=factor, fps=fps, func=func)
     _check_scene_args(func, scene_detect, scene_threshold)
-    spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
-                                     device, precision, scale)
-
+    if num_streams is not None and (isinstance(num_streams, bool) or not isinstance(num_streams, int)):
+        raise type_error(func, "num_streams", "None or an int >= 1", num_streams)
+    if num_streams is not None and num_streams < 1:
+        raise value_error(func, "num_streams", "None or an int >= 1", num_streams)
+    if not isinstance(compile, bool):
+        raise type_error(func, "compile", "True or False", compile)
     core = vs.core
+    spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
+                                     device, precision, scale, compile=compile,
+                                     core_threads=min(core.num_threads, num_streams or core.num_threads))
+
     timeline = Timeline(clip.num_frames, ratio, src_fps)
     counts = timeline.left_counts()
     # Aligned neighbours: [left, right] and, for a variable-rate clip whose output frames
@@ -116,7 +138,10 @@ def interpolate(
     base = aligned[0]
     if src_fps != 0:
         base = core.std.AssumeFPS(base, fpsnum=out_fps.numerator, fpsden=out_fps.denominator)
-    lanes = devices.cpu_plan(core.num_threads)[0] if dev.type == "cpu" else 1
+    if num_streams is not None:
+        lanes = num_streams
+    else:
+        lanes = devices.cpu_plan(core.num_threads)[0] if dev.type == "cpu" else min(core.num_threads, _CUDA_STREAMS)
     runner = _Interpolator(
         net=net, spec=spec, timeline=timeline, device=dev, dtype=dtype,
         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
@@ -192,9 +217,11 @@ def _check_scene_args(func: str, scene_detect: object, scene_threshold: object) 
 
 
 def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: str, device: object,
-             precision: object, scale: object) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module]:
-    """Check ``scale``, resolve model, device and precision, load the network and, on the
-    CPU, set torch's threads for the core (see :func:`_use_cpu_plan`)."""
+             precision: object, scale: object, *, compile: bool = False,
+             core_threads: int | None = None) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module]:
+    """Check ``scale``, resolve model, device and precision, load the network (through
+    ``torch.compile`` when ``compile``) and, on the CPU, set torch's threads for
+    ``core_threads`` parallel calls (default ``core.num_threads``; see :func:`_use_cpu_plan`)."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
     if float(scale) not in (1.0, 0.5, 0.25):
@@ -206,9 +233,11 @@ def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: 
     )
     net = load_model(spec, dev, dtype, func=func)
     if dev.type == "cpu":
-        _use_cpu_plan(vs.core.num_threads)
+        _use_cpu_plan(vs.core.num_threads if core_threads is None else core_threads)
     if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
+    if compile:
+        net = CompiledNetwork(net, func=func)
     return spec, dev, dtype, net
 
 
@@ -359,6 +388,7 @@ class _Interpolator:
                  variable_rate: bool, scale: float = 1.0) -> None:
         self.net = net
         self.slot = _CPU_SLOTS if device.type == "cpu" else contextlib.nullcontext()
+        self.cuda = device.type == "cuda"
         self.scale = scale
         # models with prepare/pair pad inside and take frames of any size; others are
         # padded here to the spec's and the net's modulo, and cropped back
@@ -379,6 +409,17 @@ class _Interpolator:
         self.variable_rate = variable_rate
 
     def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        if not self.cuda:
+            return self._output(n, f)
+        # each VapourSynth thread on its own stream; whatever happens, nothing it queued
+        # is still running when the tensors it used are freed (and reused)
+        with devices.thread_stream(self.device):
+            try:
+                return self._output(n, f)
+            finally:
+                devices.finish_stream(self.device)
+
+    def _output(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         sample = self.timeline.sample(n)
         left, right = f[0], f[1]
         if sample.is_source:
@@ -450,7 +491,9 @@ class _Interpolator:
     def _frame(self, index: int, frame: vs.VideoFrame) -> Any:
         def compute() -> Any:
             with torch.inference_mode(), self.slot:
-                return self.state_of_output(self.frame_data(frame), frame.props)
+                state = self.state_of_output(self.frame_data(frame), frame.props)
+            devices.finish_stream(self.device)  # complete before other threads' streams read it
+            return state
 
         return self.frames.get(index, compute)
 
@@ -458,4 +501,6 @@ class _Interpolator:
         a = self._frame(sample.left, left)
         b = self._frame(sample.right, right)
         with torch.inference_mode(), self.slot:
-            return self.pair_states(a, b)
+            state = self.pair_states(a, b)
+        devices.finish_stream(self.device)
+        return state

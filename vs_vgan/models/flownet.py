@@ -28,6 +28,7 @@ padded inside (edge replication) to a multiple of :attr:`modulo`, and the full-s
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple, Sequence
 
 import torch
@@ -387,8 +388,9 @@ class FlowInterpolator(nn.Module):
         """Identity sampling grid ``(1, h, w, 2)`` in normalised coordinates (cached).
         With ``stride`` k > 1: the identity of a k-times larger frame (of normalised pixel
         ``step``) at the centres of its k x k blocks, which bilinear enlargement by k
-        turns into that frame's identity."""
-        key = (h, w, str(device), dtype, stride, step)
+        turns into that frame's identity.  On CUDA each thread has its own (threads run on
+        their own streams, and a grid made on one stream may not be complete on another)."""
+        key = (h, w, str(device), dtype, stride, step, threading.get_ident() if device.type == "cuda" else 0)
         grid = self._grids.get(key)
         if grid is None:
             dx, dy = step if step is not None else (2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1))
@@ -397,7 +399,7 @@ class FlowInterpolator(nn.Module):
             ys = -1.0 + (torch.arange(h, dtype=torch.float64) * stride + offset) * dy
             grid = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)), -1)[None]
             grid = grid.to(device=device, dtype=dtype)
-            if len(self._grids) > 16:
+            if len(self._grids) > 64:
                 self._grids.clear()
             self._grids[key] = grid
         return grid

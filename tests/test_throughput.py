@@ -1,0 +1,247 @@
+"""The throughput options of interpolate: num_streams, compile, and the GPU path.
+
+The CUDA tests run where torch sees a GPU and skip cleanly elsewhere."""
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+import vapoursynth as vs
+
+import vs_vgan
+from conftest import frame_bytes, moving, planes
+from vs_vgan import devices, nodes
+from vs_vgan.models.compiled import CompiledNetwork
+
+core = vs.core
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _code_diff(a: vs.VideoFrame, b: vs.VideoFrame) -> int:
+    return max(int(np.abs(p.astype(np.int64) - q.astype(np.int64)).max()) for p, q in zip(planes(a), planes(b)))
+
+
+def _fetch_in_random_order(clip: vs.VideoNode, threads: int, seed: int = 3) -> dict[int, bytes]:
+    order = list(range(clip.num_frames))
+    random.Random(seed).shuffle(order)
+    out, lock = {}, threading.Lock()
+
+    def work(part: list[int]) -> None:
+        for k in part:
+            data = frame_bytes(clip.get_frame(k))
+            with lock:
+                out[k] = data
+
+    workers = [threading.Thread(target=work, args=(order[i::threads],)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return out
+
+
+# ---------------------------------------------------------------------- num_streams
+@pytest.mark.parametrize("value, kind, expected", [
+    (0, ValueError, "vs_vgan.interpolate: num_streams must be None or an int >= 1; got 0"),
+    (2.0, TypeError, "vs_vgan.interpolate: num_streams must be None or an int >= 1; got 2.0"),
+    (True, TypeError, "vs_vgan.interpolate: num_streams must be None or an int >= 1; got True"),
+])
+def test_error_num_streams(value, kind, expected):
+    with pytest.raises(kind) as e:
+        vs_vgan.interpolate(moving(length=3), model="blend", device="cpu", num_streams=value)
+    assert str(e.value).startswith(expected)
+
+
+def test_error_compile_not_bool():
+    with pytest.raises(TypeError, match=r"^vs_vgan.interpolate: compile must be True or False; got 'yes'"):
+        vs_vgan.interpolate(moving(length=3), model="blend", device="cpu", compile="yes")
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_num_streams_gives_the_same_frames_on_the_cpu(tiny_flow, streams, monkeypatch):
+    """Any number of parallel instances gives the bytes of one; torch's threads follow."""
+    src = moving(vs.YUV420P8, length=6)
+    before = torch.get_num_threads()
+    try:
+        ref = [frame_bytes(f) for f in vs_vgan.interpolate(src, factor="5/2", model=tiny_flow, device="cpu",
+                                                           num_streams=1).frames()]
+        lanes = {}
+        original = nodes._in_lanes
+        monkeypatch.setattr(nodes, "_in_lanes", lambda *a, **k: lanes.setdefault("n", a[3]) and original(*a, **k))
+        clip = vs_vgan.interpolate(src, factor="5/2", model=tiny_flow, device="cpu", num_streams=streams)
+        assert lanes.get("n", 1) == streams
+        assert torch.get_num_threads() == devices.cpu_plan(min(core.num_threads, streams))[1]
+        got = _fetch_in_random_order(clip, threads=3)
+        assert [got[k] for k in range(clip.num_frames)] == ref
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_stream_helpers_are_no_ops_on_the_cpu():
+    cpu = torch.device("cpu")
+    with devices.thread_stream(cpu):
+        pass
+    devices.finish_stream(cpu)
+    assert devices.memory_stats(cpu) == {}
+    assert devices.device_name(cpu)
+
+
+# ---------------------------------------------------------------------- compile
+class _Net(torch.nn.Module):
+    """A stand-in network with one compiled method and one plain attribute."""
+    modulo = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def prepare(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        self.calls += 1
+        if x.shape[-1] == 0:
+            raise ValueError("empty frame")
+        return x * 2
+
+
+def _failing_compiler(fn, **kw):
+    def compiled(*args, **kwargs):
+        raise RuntimeError("backend compiler failed\nwith details")
+    return compiled
+
+
+def test_compile_falls_back_to_eager_and_warns_once(caplog):
+    net = _Net()
+    wrapped = CompiledNetwork(net, func="interpolate", compiler=_failing_compiler)
+    assert wrapped.modulo == 4 and wrapped.network is net  # everything else is the network's
+    x = torch.ones(1, 3, 4, 4)
+    with caplog.at_level(logging.WARNING, logger="vs_vgan"):
+        assert torch.equal(wrapped.prepare(x), x * 2)
+        assert torch.equal(wrapped.prepare(x, scale=0.5), x * 2)
+    assert wrapped.failed == "RuntimeError: backend compiler failed"
+    warnings = [r.getMessage() for r in caplog.records if "compile=True failed" in r.getMessage()]
+    assert warnings == ["vs_vgan.interpolate: compile=True failed in prepare (RuntimeError: backend compiler "
+                        "failed); running without torch.compile"]
+
+
+def test_compile_does_not_hide_a_genuine_error():
+    wrapped = CompiledNetwork(_Net(), func="interpolate", compiler=_failing_compiler)
+    with pytest.raises(ValueError, match="empty frame"):
+        wrapped.prepare(torch.ones(1, 3, 4, 0))
+
+
+def test_compile_fallback_gives_the_eager_frames(tiny_flow, monkeypatch):
+    src = moving(vs.RGB24, length=4)
+    ref = [frame_bytes(f) for f in vs_vgan.interpolate(src, model=tiny_flow, device="cpu").frames()]
+    monkeypatch.setattr(torch, "compile", _failing_compiler)
+    clip = vs_vgan.interpolate(src, model=tiny_flow, device="cpu", compile=True)
+    assert [frame_bytes(f) for f in clip.frames()] == ref
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="TorchInductor needs a C++ compiler on the CPU")
+def test_compile_on_the_cpu_matches_eager(tiny_flow, monkeypatch):
+    """compile=True really compiles (no fallback) and gives eager's frames within one
+    code value, from several threads at once."""
+    made = []
+    real = CompiledNetwork.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        made.append(self)
+
+    monkeypatch.setattr(CompiledNetwork, "__init__", spy)
+    src = moving(vs.YUV420P8, length=3, width=32, height=24)
+    ref = list(vs_vgan.interpolate(src, model=tiny_flow, device="cpu").frames())
+    clip = vs_vgan.interpolate(src, model=tiny_flow, device="cpu", compile=True, num_streams=2)
+    got = [clip.get_frame(k) for k in range(clip.num_frames)]
+    assert len(made) == 1 and made[0].failed is None
+    assert max(_code_diff(a, b) for a, b in zip(ref, got)) <= 1
+
+
+# ---------------------------------------------------------------------- CUDA
+@cuda
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.RGB24])
+def test_cuda_streams_give_the_frames_of_one_stream(tiny_flow, fmt):
+    """Several VapourSynth threads, each with its own stream, sharing frame and pair
+    states across streams: the bytes of a single stream, in any request order."""
+    src = moving(fmt, length=9, width=96, height=64)
+    one = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cuda", num_streams=1)
+    ref = [frame_bytes(one.get_frame(k)) for k in range(one.num_frames)]
+    many = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cuda", num_streams=4)
+    got = _fetch_in_random_order(many, threads=4)
+    assert [got[k] for k in range(many.num_frames)] == ref
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_half_precision_is_close_to_fp32(precision):
+    """The shipped model in half precision stays within a few code values of fp32."""
+    src = moving(vs.YUV420P8, length=4, width=256, height=144)
+    ref = vs_vgan.interpolate(src, device="cuda", precision="fp32")
+    half = vs_vgan.interpolate(src, device="cuda", precision=precision)
+    diffs = [np.abs(p.astype(int) - q.astype(int)) for k in range(1, ref.num_frames, 2)
+             for p, q in zip(planes(ref.get_frame(k)), planes(half.get_frame(k)))]
+    assert max(float(d.mean()) for d in diffs) < 0.5
+    assert max(int(d.max()) for d in diffs) <= (6 if precision == "fp16" else 12)
+
+
+@cuda
+def test_cuda_compile_matches_eager(tiny_flow):
+    src = moving(vs.YUV420P8, length=3, width=96, height=64)
+    ref = list(vs_vgan.interpolate(src, model=tiny_flow, device="cuda").frames())
+    got = list(vs_vgan.interpolate(src, model=tiny_flow, device="cuda", compile=True).frames())
+    assert max(_code_diff(a, b) for a, b in zip(ref, got)) <= 1
+
+
+@cuda
+def test_cuda_memory_is_flat_over_a_long_run(tiny_flow):
+    """After the caches fill, rendering more frames holds no more GPU memory."""
+    src = moving(vs.YUV420P8, length=160, width=96, height=64)
+    dev = torch.device("cuda")
+    clip = vs_vgan.interpolate(src, model=tiny_flow, device="cuda", num_streams=2)
+    frames = clip.frames()
+    for _ in range(40):
+        next(frames)
+    torch.cuda.synchronize()
+    start = devices.memory_stats(dev)["allocated"]
+    for _ in frames:
+        pass
+    torch.cuda.synchronize()
+    assert devices.memory_stats(dev)["allocated"] <= start + (1 << 20)
+
+
+@cuda
+def test_cuda_stream_helpers():
+    dev = torch.device("cuda")
+    with devices.thread_stream(dev):
+        inner = torch.cuda.current_stream(dev)
+        assert inner != torch.cuda.default_stream(dev)
+        x = torch.ones(1 << 20, device=dev) * 2
+        devices.finish_stream(dev)
+        assert inner.query()
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(_stream_of_thread(dev)))
+    t.start()
+    t.join()
+    assert seen[0] != _stream_of_thread(dev)  # one stream per thread
+    assert float(x.sum()) == 2 * (1 << 20)
+    stats = devices.memory_stats(dev)
+    assert stats["peak_allocated"] >= stats["allocated"] > 0
+
+
+def _stream_of_thread(dev: torch.device):
+    with devices.thread_stream(dev):
+        return torch.cuda.current_stream(dev).cuda_stream
+
+
+@cuda
+def test_cuda_default_streams_follow_the_core(tiny_flow, monkeypatch):
+    seen = {}
+    original = nodes._in_lanes
+    monkeypatch.setattr(nodes, "_in_lanes", lambda *a, **k: seen.setdefault("lanes", a[3]) and original(*a, **k))
+    vs_vgan.interpolate(moving(length=4), model=tiny_flow, device="cuda")
+    assert seen.get("lanes", 1) == min(core.num_threads, nodes._CUDA_STREAMS)
