@@ -245,3 +245,25 @@ def test_cuda_default_streams_follow_the_core(tiny_flow, monkeypatch):
     monkeypatch.setattr(nodes, "_in_lanes", lambda *a, **k: seen.setdefault("lanes", a[3]) and original(*a, **k))
     vs_vgan.interpolate(moving(length=4), model=tiny_flow, device="cuda")
     assert seen.get("lanes", 1) == min(core.num_threads, nodes._CUDA_STREAMS)
+
+
+# ---------------------------------------------------------------------- host memory
+def test_heap_trimmer_trims_every_nth_tick(monkeypatch):
+    calls = []
+    monkeypatch.setattr(devices, "_malloc_trim", lambda pad: calls.append(pad) or 1)
+    trimmer = devices.HeapTrimmer(every=3)
+    for _ in range(10):
+        trimmer.tick()
+    assert calls == [0, 0, 0]
+    monkeypatch.setattr(devices, "_malloc_trim", None)  # no glibc: nothing to call
+    trimmer.tick()
+
+
+def test_interpolate_trims_the_heap_as_it_writes(tiny_flow, monkeypatch):
+    calls = []
+    monkeypatch.setattr(devices, "_malloc_trim", lambda pad: calls.append(pad) or 1)
+    clip = vs_vgan.interpolate(moving(vs.YUV420P8, length=70), model=tiny_flow, device="cpu")
+    for _ in clip.frames():
+        pass
+    synthesized = clip.num_frames // 2
+    assert len(calls) == synthesized // devices.HeapTrimmer().every > 0

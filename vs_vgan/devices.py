@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import itertools
 import os
 import re
 import threading
@@ -12,7 +14,7 @@ import torch
 from .errors import type_error, value_error
 
 __all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan",
-           "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name"]
+           "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name", "HeapTrimmer"]
 
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -128,6 +130,38 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def _find_malloc_trim():
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+class HeapTrimmer:
+    """Gives the C heap's free memory back to the system every ``every`` ticks (glibc's
+    ``malloc_trim``; nothing elsewhere).
+
+    Frames converted and computed on several threads at once leave glibc's heaps full of
+    free holes between longer-lived blocks (VapourSynth's frames, cached states), which
+    it keeps: measured on a 2x conversion of 320x180 frames on 2 threads, RSS went from
+    0.55 GB to 2.7 GB over 12,000 frames, all of it free memory (a trim brought it back to
+    0.66 GB).  Trimming now and then keeps it flat.  It frees only what is already free.
+    """
+
+    def __init__(self, every: int = 64) -> None:
+        self.every = max(1, int(every))
+        self._ticks = itertools.count(1)
+
+    def tick(self) -> None:
+        if _malloc_trim is not None and next(self._ticks) % self.every == 0:
+            _malloc_trim(0)
 
 
 def cpu_cores() -> int:

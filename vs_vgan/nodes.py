@@ -407,6 +407,7 @@ class _Interpolator:
         self.pairs = _ComputeCache(cache_size)
         self.has_cut_clip = has_cut_clip
         self.variable_rate = variable_rate
+        self.heap = devices.HeapTrimmer()
 
     def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         if not self.cuda:
@@ -465,6 +466,7 @@ class _Interpolator:
             self.bridge.write_planes(out, fout)
         else:
             self.bridge.write(out[0], fout)
+        self.heap.tick()  # host memory stays flat over a long run
 
     def state_of_output(self, out: Any, props: Any) -> Any:
         """The frame state (what :meth:`pair_states` takes) of :meth:`render`'s output or
