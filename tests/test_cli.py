@@ -155,3 +155,24 @@ def test_demo_is_the_main_job_through_vspipe(tmp_path):
     data = raw.read_bytes()
     header = data.split(b"\n", 1)[0]
     assert header.startswith(b"YUV4MPEG2 ") and b"W640 H480 F26777:500" in header and b"XLENGTH=132" in header
+
+
+def test_upconvert_passes_the_speed_options(tmp_path, monkeypatch):
+    import vs_vgan
+
+    seen = {}
+    real = vs_vgan.interpolate
+
+    def spy(clip, **kw):
+        seen.update(kw)
+        return real(clip, **kw)
+
+    monkeypatch.setattr(vs_vgan, "interpolate", spy)
+    src = make_clip(tmp_path / "in.mkv", seconds=0.5)
+    out = tmp_path / "out.mkv"
+    args = ["upconvert", str(src), "-o", str(out), "--model", "blend", "--quiet", "--num-streams", "1",
+            "--precision", "fp32", "--compile", "--device", "cpu"]
+    monkeypatch.setattr("torch.compile", lambda fn, **kw: fn)  # the option's plumbing, not the compiler
+    assert cli.main(args) == cli.EXIT_OK
+    assert seen["num_streams"] == 1 and seen["precision"] == "fp32" and seen["compile"] is True
+    assert probe(out)["frames"] == 24

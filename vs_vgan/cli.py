@@ -207,6 +207,8 @@ def _frame_list(text: str) -> list[int]:
 
 def _node_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"device": a.device}
+    if getattr(a, "precision", "auto") != "auto":
+        kw["precision"] = a.precision
     if getattr(a, "model", None):
         kw["model"] = a.model
     if getattr(a, "scale", None) is not None:
@@ -228,7 +230,10 @@ def cmd_upconvert(a: argparse.Namespace) -> int:
     import vs_vgan
 
     clip = open_source(a.input, a.source)
-    out = vs_vgan.interpolate(clip, **_conversion(a), **_node_kwargs(a))
+    speed = {"num_streams": a.num_streams} if a.num_streams is not None else {}
+    if a.compile:
+        speed["compile"] = True
+    out = vs_vgan.interpolate(clip, **_conversion(a), **_node_kwargs(a), **speed)
     return _encode(a, out, f"upconvert {Path(a.input).name}")
 
 
@@ -353,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ffmpeg-args", help="more ffmpeg output options, as one string "
                            "(e.g. \"-pix_fmt yuv420p10le -tune animation\")")
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+            p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                           help="network precision (default auto; fp16 is the fast one on GPUs)")
             p.add_argument("--scale", type=float, help="analysis scale 1, 0.5 or 0.25 (faster)")
             p.add_argument("--scene-threshold", type=float, help="scene-cut sensitivity in (0, 1]")
             p.add_argument("--no-scene-detect", action="store_true", help="no scene-cut detection")
@@ -367,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     rate(p)
     p.add_argument("--model", help="interpolation model (vs-vgan models lists them)")
+    p.add_argument("--num-streams", type=int, help="frames computed at once (default: per device, see the README)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (for GPUs; slow first frames)")
     p.set_defaults(func=cmd_upconvert)
 
     p = sub.add_parser("extend", help="append predicted frames (vs_vgan.extend)")
