@@ -267,3 +267,31 @@ def test_interpolate_trims_the_heap_as_it_writes(tiny_flow, monkeypatch):
         pass
     synthesized = clip.num_frames // 2
     assert len(calls) == synthesized // devices.HeapTrimmer().every > 0
+
+
+# ---------------------------------------------------------------------- precision
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_network_keeps_the_frames_in_fp32(tiny_flow, precision, monkeypatch):
+    """The network runs in half precision; frames, warps and blends stay fp32 (a 10-bit
+    clip keeps its codes: bf16 has 8 significant bits), so the output is close to fp32's."""
+    from vs_vgan.models.flownet import FlowInterpolator
+
+    seen = []
+    real = FlowInterpolator.render
+
+    def spy(self, flows_t, fine, t, scale, img0, img1, **kw):
+        out = real(self, flows_t, fine, t, scale, img0, img1, **kw)
+        seen.append((self.synth_out.weight.dtype, img0.dtype, out.dtype))
+        return out
+
+    monkeypatch.setattr(FlowInterpolator, "render", spy)
+    src = moving(vs.YUV420P10, length=4)
+    ref = vs_vgan.interpolate(src, model=tiny_flow, device="cpu")
+    half = vs_vgan.interpolate(src, model=tiny_flow, device="cpu", precision=precision)
+    diffs = [np.abs(p.astype(int) - q.astype(int)) for k in range(ref.num_frames)
+             for p, q in zip(planes(ref.get_frame(k)), planes(half.get_frame(k)))]
+    dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[precision])
+    assert (dtype, torch.float32, torch.float32) in seen
+    assert all(int(d.max()) == 0 for d in diffs[0:3])  # frame 0 is a source frame
+    assert max(float(d.mean()) for d in diffs) < 1.0 and max(int(d.max()) for d in diffs) <= 8, \
+        [(float(d.mean()), int(d.max())) for d in diffs]

@@ -144,7 +144,7 @@ def interpolate(
         lanes = devices.cpu_plan(core.num_threads)[0] if dev.type == "cpu" else min(core.num_threads, _CUDA_STREAMS)
     runner = _Interpolator(
         net=net, spec=spec, timeline=timeline, device=dev, dtype=dtype,
-        bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
+        bridge=FrameBridge(fmt, clip.width, clip.height, device=dev),  # frames in fp32; the network in dtype
         cache_size=min(8, core.num_threads + 2) + 2 * lanes, has_cut_clip=cut_clip is not None,
         variable_rate=src_fps == 0, scale=float(scale),
     )

@@ -49,7 +49,7 @@ def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precis
     if task == "predict" and not hasattr(net, "predict_state"):
         raise value_error(func, "model", "a prediction model (task 'predict')", spec.name)
     return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
-                         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev, dtype=dtype),
+                         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev),  # frames in fp32; the network in dtype
                          cache_size=min(8, vs.core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
                          scale=float(scale))
 

@@ -15,7 +15,7 @@ class LinearBlend(nn.Module):
 
     def synthesize(self, state: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
         img0, img1 = state
-        return torch.lerp(img0, img1, t)
+        return torch.lerp(img0, img1, t.to(img0.dtype))
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.synthesize(self.encode(img0, img1), t)

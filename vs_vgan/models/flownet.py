@@ -49,6 +49,11 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     gx = (xs.view(1, 1, w) + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys.view(1, h, 1) + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack((gx, gy), dim=-1)
+    if x.device.type == "cpu" and x.dtype != torch.float32 and not torch.is_grad_enabled():
+        # CPU grid_sample in half precision crashes (segfault) on VapourSynth's threads
+        # for level-0 features of 720p frames (torch 2.15); fp32 there costs little
+        return F.grid_sample(x.float(), grid.float(), mode="bilinear", padding_mode="border",
+                             align_corners=True).to(x.dtype)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
@@ -244,6 +249,7 @@ class FlowInterpolator(nn.Module):
         x = analysed if analysed is not None else img
         if analysed is None and scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+        x = x.to(self.synth_out.weight.dtype)  # the network's precision (the frames keep theirs)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.modulo, (-w) % self.modulo
         if ph or pw:
@@ -335,7 +341,8 @@ class FlowInterpolator(nn.Module):
         """
         h, w = img0.shape[-2:]
         full_h, full_w = size if size is not None else (h, w)
-        t = t.to(flows_t.dtype)
+        # the full-size work in the frames' precision, whatever the network's
+        flows_t, fine, t = flows_t.to(img0.dtype), fine.to(img0.dtype), t.to(img0.dtype)
         # flows in level-0 pixels -> normalised coordinates of this plane (align_corners=True),
         # scaled at low resolution (the resize is linear)
         ratio = self.stem / scale
