@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vgan", action="append", default=[], metavar="NAME=JSON",
                     help="a vs_vgan.interpolate setting (repeatable); default: default, scale0.5, scale0.25")
     ap.add_argument("--peers", default="mvflow,minterp,source", help="peer methods, comma separated ('' for none)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per method; the best is kept")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per method, taken in turns round the methods; the best is kept")
     ap.add_argument("--model-iters", type=int, default=None, help="model-only calls per stage (3 CPU, 50 CUDA)")
     ap.add_argument("--no-model", action="store_true", help="skip the model-only figures")
     ap.add_argument("--no-bridge", action="store_true", help="skip the bridge-share run")
@@ -342,9 +343,11 @@ def main(argv: list[str] | None = None) -> int:
             for conv in [c for c in a.conversions.split(",") if c]:
                 rate = CONVERSIONS[conv]
                 jobs = [(p, None) for p in peers] + settings
-                for name, kw in jobs:
-                    best = None
-                    for _ in range(a.repeat):
+                # repeats go round all the methods in turn, so that a slower or faster
+                # spell of the machine falls on every method alike; the best run is kept
+                runs: dict[str, list[dict]] = {name: [] for name, _ in jobs}
+                for _ in range(a.repeat):
+                    for name, kw in jobs:
                         if name == "minterp":
                             r = minterp_run(ffmpeg, src, rate, frames, size)
                         elif kw is None:
@@ -353,10 +356,13 @@ def main(argv: list[str] | None = None) -> int:
                             probe = work / f"probe_{time.time_ns()}.jsonl" if dev.type == "cuda" else None
                             r = vspipe_run(vspipe, src, "vgan", rate, frames, kw, probe=probe)
                             r.pop("probe", None)
-                        best = r if best is None or r["fps"] > best["fps"] else best
+                        runs[name].append(r)
+                for name, kw in jobs:
+                    best = max(runs[name], key=lambda r: r["fps"])
                     row = dict(size=f"{size[0]}x{size[1]}", height=height, conversion=conv, method=name,
-                               kwargs=kw, **best)
-                    log(f"{height}p {conv} {name}: {row['fps']:.2f} frames/s, peak RSS {row['peak_rss_mb']:.0f} MB"
+                               kwargs=kw, **best, all_fps=[r["fps"] for r in runs[name]])
+                    log(f"{height}p {conv} {name}: {row['fps']:.2f} frames/s (runs: {row['all_fps']}), "
+                        f"peak RSS {row['peak_rss_mb']:.0f} MB"
                         + (f", GPU {row['peak_gpu_mb']} MB" if "peak_gpu_mb" in row else ""))
                     rows.append(row)
             if not a.no_bridge:
