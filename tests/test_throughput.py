@@ -295,3 +295,14 @@ def test_half_precision_network_keeps_the_frames_in_fp32(tiny_flow, precision, m
     assert all(int(d.max()) == 0 for d in diffs[0:3])  # frame 0 is a source frame
     assert max(float(d.mean()) for d in diffs) < 1.0 and max(int(d.max()) for d in diffs) <= 8, \
         [(float(d.mean()), int(d.max())) for d in diffs]
+
+
+def test_auto_precision_is_fp16_on_cuda_and_fp32_on_the_cpu():
+    """Resolution only (no GPU needed): the network's precision, whatever the clip's samples."""
+    for half in (False, True):
+        assert devices.resolve_dtype("auto", device=torch.device("cuda", 0), clip_is_half=half,
+                                     func="interpolate") == torch.float16
+        assert devices.resolve_dtype("auto", device=torch.device("cpu"), clip_is_half=half,
+                                     func="interpolate") == torch.float32
+    assert devices.resolve_dtype(" BF16 ", device=torch.device("cpu"), clip_is_half=False,
+                                 func="interpolate") == torch.bfloat16

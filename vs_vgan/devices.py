@@ -47,18 +47,20 @@ def resolve_device(device: object, *, func: str) -> torch.device:
 
 
 def resolve_dtype(precision: object, *, device: torch.device, clip_is_half: bool, func: str) -> torch.dtype:
-    """Compute precision.
+    """The network's precision (frames, warps and blends stay fp32 whatever it is).
 
-    ``"auto"`` follows the clip: half-float clips (RGBH, GRAYH, YUV444PH) run in fp16 on
-    CUDA; everything else, and everything on the CPU (where fp16 convolutions are slow),
-    runs in fp32.  ``"fp32"``, ``"fp16"`` and ``"bf16"`` force one.
+    ``"auto"``: fp16 on CUDA (measured on the held-out clip: 38.48 dB against fp32's
+    38.50), fp32 on the CPU (where fp16 convolutions are slow, and bf16, though 1.4 times
+    as fast on CPUs with native bf16, loses 0.3 to 0.9 dB).  ``clip_is_half`` is kept for
+    callers; it no longer changes the choice.  ``"fp32"``, ``"fp16"`` and ``"bf16"``
+    force one.
     """
     accepted = "'auto', 'fp32', 'fp16' or 'bf16'"
     if not isinstance(precision, str):
         raise type_error(func, "precision", accepted, precision)
     name = precision.strip().lower()
     if name == "auto":
-        return torch.float16 if (clip_is_half and device.type == "cuda") else torch.float32
+        return torch.float16 if device.type == "cuda" else torch.float32
     if name not in _PRECISIONS:
         raise value_error(func, "precision", accepted, precision)
     return _PRECISIONS[name]

@@ -65,7 +65,8 @@ def interpolate(
         model: a registered interpolation model name (``vs_vgan.models.list_models()`` lists them) or a
             :class:`vs_vgan.models.ModelSpec`; None is the default model.
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        precision: ``"auto"`` (fp16 for half-float clips on CUDA, else fp32), ``"fp32"``,
+        precision: of the network (frames stay fp32): ``"auto"`` (fp16 on CUDA, fp32 on
+            the CPU), ``"fp32"``,
             ``"fp16"`` or ``"bf16"``.
         scene_detect: detect scene cuts where the frames carry no ``_SceneChangeNext`` /
             ``_SceneChangePrev`` props (props, when present, are always honoured).
