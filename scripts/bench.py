@@ -15,7 +15,7 @@ height) and conversion (``--conversions``: ``2x``, 23.976 to 47.952, and ``24-60
   pays).  The rate is vspipe's own "Output N frames in S seconds", so script loading
   (imports, model load) is left out.  ffmpeg minterpolate (mci, aobmc, bidir, as the
   shared bench runs it) reads the same file and writes y4m into a pipe; its rate is its
-  wall time.  Peak RSS of each process (``wait4``), and on CUDA the GPU memory torch
+  wall time.  Peak RSS of each process (``wait4``, under a small launcher), and on CUDA the GPU memory torch
   held at its peak.
 * model only: milliseconds per frame analysis (``prepare``), per pair (``pair``) and
   per synthesized frame (``synthesize``, RGB) on random tensors of the size, one call at
@@ -46,7 +46,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -67,45 +66,46 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------- processes
-def _hwm(pid: int) -> int:
-    """The process's peak RSS in bytes (``VmHWM``: its own since exec), 0 once it is gone.
-    (``wait4``'s ru_maxrss won't do: Linux carries the parent's peak, this script's with
-    torch loaded, across fork and exec.)"""
+# Peak RSS: wait4's ru_maxrss of a process forked straight from this script would be
+# this script's own peak (torch loaded): Linux carries the parent's across fork and
+# exec.  So each command runs under a small launcher (Python without site, about 10 MB)
+# that forks it and reports its ru_maxrss through a pipe.
+_LAUNCHER = """
+import os, sys
+fd = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _follow_peak(pid: int, done: threading.Event, out: list[int]) -> None:
-    while not done.wait(0.1):
-        out[0] = max(out[0], _hwm(pid))
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, str(usage.ru_maxrss).encode())
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
 
 
 def _run(cmd: list[str], env: dict | None = None) -> tuple[int, str, int, float, int]:
     """Run ``cmd`` with its stdout read and thrown away: (exit code, stderr, stdout bytes,
     wall seconds, peak RSS in bytes)."""
     t0 = time.perf_counter()
+    rfd, wfd = os.pipe()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env)
-        peak, done = [0], threading.Event()
-        watcher = threading.Thread(target=_follow_peak, args=(proc.pid, done, peak), daemon=True)
-        watcher.start()
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(wfd), *cmd], stdout=subprocess.PIPE,
+                                stderr=err, env=env, pass_fds=(wfd,))
+        os.close(wfd)
         size = 0
         while chunk := proc.stdout.read(1 << 22):
             size += len(chunk)
-        peak[0] = max(peak[0], _hwm(proc.pid))  # a last look, before it is reaped
         proc.wait()
-        done.set()
-        watcher.join()
         wall = time.perf_counter() - t0
+        with os.fdopen(rfd, "rb") as f:
+            maxrss = int(f.read() or 0)
         err.seek(0)
         text = err.read().decode(errors="replace")
-    return proc.returncode, text, size, wall, peak[0]
+    return proc.returncode, text, size, wall, maxrss * 1024
 
 
 def find_vspipe() -> str | None:

@@ -1,0 +1,70 @@
+"""scripts/bench.py end to end on a tiny generated clip: every figure it reports is there
+and sane (the benchmark's own numbers are quoted in the README, not asserted here)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import vapoursynth as vs
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [
+    pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg (apt-get install ffmpeg)"),
+    pytest.mark.skipif(not hasattr(vs.core, "mv") or not hasattr(vs.core, "bs"),
+                       reason="needs the MVTools and bestsource plugins"),
+]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "clip.mkv"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=160x90:rate=24:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bench_reports_every_method_size_and_conversion(clip, tmp_path):
+    out = tmp_path / "bench.json"
+    r = bench("--clip", str(clip), "--sizes", "64", "--frames", "8", "--device", "cpu", "--repeat", "2",
+              "--vgan", 'blend={"model": "blend"}', "--peers", "mvflow,minterp,source", "--model-iters", "1",
+              "--work", str(tmp_path / "work"), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    meta = report["meta"]
+    for key in ("cpu", "cores", "python", "torch", "vapoursynth", "vs_vgan", "device", "dtype", "core_threads",
+                "streams", "ffmpeg"):
+        assert meta[key] not in (None, ""), key
+    rows = {(r["conversion"], r["method"]): r for r in report["rows"]}
+    assert set(rows) == {(c, m) for c in ("2x", "24-60") for m in ("mvflow", "minterp", "source", "blend")}
+    for (conv, method), row in rows.items():
+        assert row["size"] == "114x64" and row["fps"] > 0 and row["peak_rss_mb"] > 1, (conv, method)
+        assert len(row["all_fps"]) == 2
+    assert rows[("2x", "blend")]["frames"] == 16 and rows[("24-60", "blend")]["frames"] == 20
+    assert 12 <= rows[("2x", "minterp")]["frames"] <= 16  # minterpolate stops short of the last frames
+    bridge = report["bridge"][0]
+    assert 0 < bridge["bridge_share"] < 1 and bridge["bridge_calls"] > 0
+    model = report["model"][0]
+    assert model["prepare_ms"] > 0 and model["synthesized_fps"] > 0
+    assert "| 114x64 | 2x | blend |" in r.stdout  # the markdown table
+
+
+def test_bench_soak_reports_memory_at_start_and_end(clip, tmp_path):
+    out = tmp_path / "soak.json"
+    r = bench("--clip", str(clip), "--soak", "1200", "--soak-size", "64x36", "--device", "cpu",
+              "--vgan", 'blend={"model": "blend"}', "--work", str(tmp_path / "work"), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    soak = json.loads(out.read_text())["soak"]
+    assert soak["frames"] == 1200 and soak["size"] == "64x36"
+    assert soak["start"]["frame"] >= 120 and soak["end"]["frame"] >= 1180
+    assert soak["start"]["rss"] > 0 and soak["end"]["rss"] > 0
+    assert "| rss MB |" in r.stdout
