@@ -32,7 +32,8 @@ import torch
 import vapoursynth as vs
 
 import vs_vgan
-from vs_vgan.devices import resolve_device, synchronize
+from vs_vgan.devices import (cpu_cores, device_name, memory_stats, reset_peak_memory, resolve_device,
+                             synchronize)
 from vs_vgan.frames import FrameBridge, check_format
 
 FUNC = "bench_bridge"
@@ -157,8 +158,7 @@ def bench_format(fmt: vs.VideoFormat, *, frames: int, warmup: int, repeats: int,
                          f"the source by up to {error:g} code values on {device}")
 
     cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     runs: dict[str, list[float]] = {"copy": [], "bridge": []}
     calls, to_tensor_s, write_s = 0, 0.0, 0.0
     for r in range(repeats):
@@ -195,7 +195,7 @@ def bench_format(fmt: vs.VideoFormat, *, frames: int, warmup: int, repeats: int,
         "process_peak_rss_mib_so_far": peak_rss_mib(),
     }
     if cuda:
-        result["cuda_max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        result["cuda_max_memory_allocated_mib"] = round(memory_stats(device)["peak_allocated"] / 2**20, 1)
     return result
 
 
@@ -206,25 +206,14 @@ def peak_rss_mib() -> float:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: torch.device) -> dict:
     core = vs.core
     version = core.core_version
     info = {
         "platform": platform.platform(),
-        "cpu": cpu_model(),
+        "cpu": device_name(torch.device("cpu")),
         "cpu_count": os.cpu_count(),
-        "cpu_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_usable": cpu_cores(),
         "python": platform.python_version(),
         "vapoursynth": f"R{version.release_major}" + (f".{version.release_minor}" if version.release_minor else ""),
         "vapoursynth_api": vs.__api_version__.api_major,
@@ -238,7 +227,7 @@ def machine_info(device: torch.device) -> dict:
         "device": str(device),
     }
     if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
+        info["device_name"] = device_name(device)
         info["cuda"] = torch.version.cuda
     return info
 

@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import itertools
 import os
+import platform
 import re
 import threading
 from typing import ContextManager
@@ -129,8 +130,6 @@ def device_name(device: torch.device) -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()
 
 

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 import vapoursynth as vs
 
+from .devices import finish_stream
 from .errors import value_error
 
 __all__ = ["FrameBridge", "pad_to_modulo", "check_format", "MATRICES", "default_matrix"]
@@ -323,8 +324,7 @@ class FrameBridge:
                 mixes = [group([y, u, v], [y_lo, c_lo, c_lo], [y_hi, c_hi, c_hi])]
             else:
                 mixes = [group([y], [y_lo], [y_hi]), group([u, v], [c_lo, c_lo], [c_hi, c_hi])]
-        if self._cuda:  # complete before threads on other streams read the cached tensors
-            torch.cuda.current_stream(self.device).synchronize()
+        finish_stream(self.device)  # complete before threads on other streams read the cached tensors
         with self._yuv_lock:
             self._yuv_cache[key] = mixes
         return mixes

@@ -124,9 +124,9 @@ def interpolate(
     if not isinstance(compile, bool):
         raise type_error(func, "compile", "True or False", compile)
     core = vs.core
+    calls = min(core.num_threads, num_streams or core.num_threads)  # callbacks that can run at once
     spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
-                                     device, precision, scale, compile=compile,
-                                     core_threads=min(core.num_threads, num_streams or core.num_threads))
+                                     device, precision, scale, compile=compile, core_threads=calls)
 
     timeline = Timeline(clip.num_frames, ratio, src_fps)
     counts = timeline.left_counts()
@@ -142,7 +142,7 @@ def interpolate(
     if num_streams is not None:
         lanes = num_streams
     else:
-        lanes = devices.cpu_plan(core.num_threads)[0] if dev.type == "cpu" else min(core.num_threads, _CUDA_STREAMS)
+        lanes = devices.cpu_plan(calls)[0] if dev.type == "cpu" else min(calls, _CUDA_STREAMS)
     runner = _Interpolator(
         net=net, spec=spec, timeline=timeline, device=dev, dtype=dtype,
         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev),  # frames in fp32; the network in dtype
