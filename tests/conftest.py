@@ -1,6 +1,7 @@
 """Shared fixtures: a real VapourSynth core, synthetic clips and tiny seeded networks."""
 from __future__ import annotations
 
+import random
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -124,6 +125,15 @@ def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
 
 def frame_bytes(frame: vs.VideoFrame) -> bytes:
     return b"".join(np.ascontiguousarray(frame[p]).tobytes() for p in range(frame.format.num_planes))
+
+
+def fetch_in_random_order(clip: vs.VideoNode, seed: int) -> list[tuple[int, bytes]]:
+    """Every frame requested twice, in a seeded random order, all in flight at once (as a
+    previewer seeking about does, on ``core.num_threads`` threads): ``(n, bytes)`` of each."""
+    order = list(range(clip.num_frames)) * 2
+    random.Random(seed).shuffle(order)
+    futures = [(k, clip.get_frame_async(k)) for k in order]
+    return [(k, frame_bytes(fut.result())) for k, fut in futures]
 
 
 def moving(fmt: int | vs.VideoFormat = vs.RGB24, length: int = 8, width: int = 48, height: int = 32,

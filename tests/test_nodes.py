@@ -1,7 +1,6 @@
 """The interpolate node on a real VapourSynth core."""
 from __future__ import annotations
 
-import random
 import threading
 from fractions import Fraction
 
@@ -11,7 +10,7 @@ import torch
 import vapoursynth as vs
 
 import vs_vgan
-from conftest import frame_bytes, moving, noise, planes, ramp
+from conftest import fetch_in_random_order, frame_bytes, moving, noise, planes, ramp
 from vs_vgan.models import ModelSpec, load_model
 from vs_vgan.nodes import _ComputeCache
 
@@ -123,11 +122,8 @@ def test_random_order_and_threads_give_identical_bytes(tiny_flow, threads):
     for n_threads in (2, 4):
         threads(n_threads)
         out = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow)
-        order = list(range(out.num_frames)) * 2
-        random.Random(n_threads).shuffle(order)
-        futures = [(k, out.get_frame_async(k)) for k in order]  # all in flight at once
-        for k, fut in futures:
-            assert frame_bytes(fut.result()) == expected[k], f"frame {k} with {n_threads} threads"
+        for k, data in fetch_in_random_order(out, seed=n_threads):
+            assert data == expected[k], f"frame {k} with {n_threads} threads"
 
 
 def test_each_frame_is_prepared_once_and_each_pair_encoded_once(tiny_flow, monkeypatch):

@@ -1,7 +1,6 @@
 """vs_vgan.predict and vs_vgan.extend with a tiny seeded predictor."""
 from __future__ import annotations
 
-import random
 from fractions import Fraction
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 import vapoursynth as vs
 
 import vs_vgan
-from conftest import frame_bytes, moving, planes
+from conftest import fetch_in_random_order, frame_bytes, moving, planes
 
 core = vs.core
 
@@ -30,11 +29,8 @@ def test_predict_is_deterministic_under_random_access(tiny_predictor):
     out = vs_vgan.predict(src, model=tiny_predictor, device="cpu")
     expected = [frame_bytes(f) for f in out.frames()]
     again = vs_vgan.predict(src, model=tiny_predictor, device="cpu")
-    order = list(range(out.num_frames)) * 2
-    random.Random(1).shuffle(order)
-    futures = [(k, again.get_frame_async(k)) for k in order]
-    for k, fut in futures:
-        assert frame_bytes(fut.result()) == expected[k], k
+    for k, data in fetch_in_random_order(again, seed=1):
+        assert data == expected[k], k
 
 
 def test_predict_repeats_the_last_frame_across_a_cut(tiny_predictor):
@@ -154,8 +150,5 @@ def test_repair_and_extend_are_deterministic_under_random_concurrent_access(tiny
         for n_threads in (2, 4):
             threads(n_threads)
             out = build()
-            order = list(range(out.num_frames)) * 2
-            random.Random(n_threads).shuffle(order)
-            futures = [(k, out.get_frame_async(k)) for k in order]
-            for k, fut in futures:
-                assert frame_bytes(fut.result()) == expected[k], (k, n_threads)
+            for k, data in fetch_in_random_order(out, seed=n_threads):
+                assert data == expected[k], (k, n_threads)

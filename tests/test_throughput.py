@@ -4,7 +4,6 @@ The CUDA tests run where torch sees a GPU and skip cleanly elsewhere."""
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import threading
 
@@ -14,7 +13,7 @@ import torch
 import vapoursynth as vs
 
 import vs_vgan
-from conftest import frame_bytes, moving, planes
+from conftest import fetch_in_random_order, frame_bytes, moving, planes
 from vs_vgan import devices, nodes
 from vs_vgan.models.compiled import CompiledNetwork
 
@@ -24,25 +23,6 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 def _code_diff(a: vs.VideoFrame, b: vs.VideoFrame) -> int:
     return max(int(np.abs(p.astype(np.int64) - q.astype(np.int64)).max()) for p, q in zip(planes(a), planes(b)))
-
-
-def _fetch_in_random_order(clip: vs.VideoNode, threads: int, seed: int = 3) -> dict[int, bytes]:
-    order = list(range(clip.num_frames))
-    random.Random(seed).shuffle(order)
-    out, lock = {}, threading.Lock()
-
-    def work(part: list[int]) -> None:
-        for k in part:
-            data = frame_bytes(clip.get_frame(k))
-            with lock:
-                out[k] = data
-
-    workers = [threading.Thread(target=work, args=(order[i::threads],)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return out
 
 
 # ---------------------------------------------------------------------- num_streams
@@ -76,8 +56,8 @@ def test_num_streams_gives_the_same_frames_on_the_cpu(tiny_flow, streams, monkey
         clip = vs_vgan.interpolate(src, factor="5/2", model=tiny_flow, device="cpu", num_streams=streams)
         assert lanes.get("n", 1) == streams
         assert torch.get_num_threads() == devices.cpu_plan(min(core.num_threads, streams))[1]
-        got = _fetch_in_random_order(clip, threads=3)
-        assert [got[k] for k in range(clip.num_frames)] == ref
+        for k, data in fetch_in_random_order(clip, seed=3):
+            assert data == ref[k], k
     finally:
         torch.set_num_threads(before)
 
@@ -172,8 +152,8 @@ def test_cuda_streams_give_the_frames_of_one_stream(tiny_flow, fmt):
     one = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cuda", num_streams=1)
     ref = [frame_bytes(one.get_frame(k)) for k in range(one.num_frames)]
     many = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cuda", num_streams=4)
-    got = _fetch_in_random_order(many, threads=4)
-    assert [got[k] for k in range(many.num_frames)] == ref
+    for k, data in fetch_in_random_order(many, seed=4):
+        assert data == ref[k], k
 
 
 @cuda
