@@ -249,6 +249,64 @@ def test_interpolate_trims_the_heap_as_it_writes(tiny_flow, monkeypatch):
     assert len(calls) == synthesized // devices.HeapTrimmer().every > 0
 
 
+_HEAP_PROBE = r"""
+import ctypes, os, re, sys, tempfile
+from vs_vgan import devices
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+
+def mmapped():  # blocks glibc has mapped on their own (malloc_info's totals)
+    path = os.path.join(tempfile.mkdtemp(), "info.xml")
+    fp = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    return int(re.search(r'<total type="mmap" count="(\d+)"', open(path).read()).group(1))
+
+tuned = devices.keep_heap()
+before = mmapped()
+blocks = [libc.malloc(6 << 20) for _ in range(4)]  # frame-sized
+during = mmapped()
+for b in blocks:
+    libc.free(b)
+print(tuned, devices.keep_heap(), during - before)
+"""
+
+
+def _heap_probe(env: dict) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], env={**full, **env}, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(devices._mallopt is None, reason="needs glibc")
+def test_keep_heap_serves_frame_sized_blocks_from_the_heap():
+    """Once kept, 6 MB blocks come from glibc's heap, not from mappings of their own
+    (which the kernel pages in, zero-filled, on every use)."""
+    assert _heap_probe({}) == ["True", "True", "0"]
+
+
+@pytest.mark.skipif(devices._mallopt is None, reason="needs glibc")
+@pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}])
+def test_keep_heap_leaves_the_users_malloc_settings(env):
+    assert _heap_probe(env) == ["False", "False", "4"]
+
+
+def test_cpu_nodes_keep_the_heap(tiny_flow, monkeypatch):
+    calls = []
+    monkeypatch.setattr(devices, "keep_heap", lambda: calls.append(1) or True)
+    vs_vgan.interpolate(moving(length=4), model=tiny_flow, device="cpu")
+    assert calls
+
+
 # ---------------------------------------------------------------------- precision
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_network_keeps_the_frames_in_fp32(tiny_flow, precision, monkeypatch):

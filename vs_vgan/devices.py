@@ -15,7 +15,8 @@ import torch
 from .errors import type_error, value_error
 
 __all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan",
-           "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name", "HeapTrimmer"]
+           "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name", "HeapTrimmer",
+           "keep_heap"]
 
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -133,16 +134,51 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def _find_malloc_trim():
+def _find_glibc(name: str, argtypes: list):
     try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc
+        fn = getattr(ctypes.CDLL(None), name)  # glibc
     except (AttributeError, OSError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
 
 
-_malloc_trim = _find_malloc_trim()
+_malloc_trim = _find_glibc("malloc_trim", [ctypes.c_size_t])
+_mallopt = _find_glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Blocks up to this size come from (and go back to) glibc's heaps, not fresh mappings:
+#: its largest allowed setting on 64-bit systems (the frame-sized tensors of 1080p and
+#: below are all smaller).
+HEAP_MMAP_THRESHOLD = 32 << 20
+_heap_lock = threading.Lock()
+_heap_tuned: bool | None = None
+
+
+def keep_heap() -> bool:
+    """Make glibc keep freed memory for reuse (process-wide, once): frame-sized blocks
+    from its heaps instead of fresh mappings, and no trimming of a heap's top on free.
+
+    By default glibc maps each large block (128 KiB up to a threshold that it raises as
+    blocks are freed) afresh, and hands free memory at a heap's top back to the system at
+    once; a frame's tensors (a few MB each, a dozen or more a frame) are then paged in
+    again, zero-filled, every frame, by the kernel.  On a 2-core CPU that kernel time was
+    about a fifth of a 720p 2x conversion's CPU time (``time`` of ``vspipe``: 2.1-2.5 s of
+    system time against 1.2 s with the memory kept, 7-10% more frames/s).  The memory is
+    still given back: :class:`HeapTrimmer` trims the heaps every so many frames.
+
+    Nothing is changed where the environment already sets glibc's malloc (a
+    ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable: the user's choice), or off
+    glibc.  True when the settings are in effect."""
+    global _heap_tuned
+    with _heap_lock:
+        if _heap_tuned is None:
+            env = os.environ
+            user = "glibc.malloc." in env.get("GLIBC_TUNABLES", "") or any(
+                k.startswith("MALLOC_") and k.endswith("_") for k in env)
+            _heap_tuned = (not user and _mallopt is not None
+                           and bool(_mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
+                           and bool(_mallopt(_M_TRIM_THRESHOLD, 1 << 30)))
+        return _heap_tuned
 
 
 class HeapTrimmer:

@@ -222,7 +222,8 @@ def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: 
              core_threads: int | None = None) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module]:
     """Check ``scale``, resolve model, device and precision, load the network (through
     ``torch.compile`` when ``compile``) and, on the CPU, set torch's threads for
-    ``core_threads`` parallel calls (default ``core.num_threads``; see :func:`_use_cpu_plan`)."""
+    ``core_threads`` parallel calls (default ``core.num_threads``; see :func:`_use_cpu_plan`)
+    and have glibc keep freed memory for reuse (:func:`devices.keep_heap`)."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
     if float(scale) not in (1.0, 0.5, 0.25):
@@ -235,6 +236,8 @@ def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: 
     net = load_model(spec, dev, dtype, func=func)
     if dev.type == "cpu":
         _use_cpu_plan(vs.core.num_threads if core_threads is None else core_threads)
+        if devices.keep_heap():  # frame-sized tensors reuse memory instead of paging it in
+            log.debug("glibc malloc: blocks up to %d MiB kept in its heaps", devices.HEAP_MMAP_THRESHOLD >> 20)
     if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
     if compile:

@@ -91,32 +91,56 @@ def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequentia
 
 
 def _enlarge(x: torch.Tensor, factor: int, hdim: int, wdim: int,
-             slope_h: torch.Tensor | None = None, slope_w: torch.Tensor | None = None) -> torch.Tensor:
+             slope_h: torch.Tensor | None = None, slope_w: torch.Tensor | None = None,
+             rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Whole-number bilinear enlargement (align_corners=False) of ``x`` along its
     ``hdim``/``wdim`` dimensions, as two separable passes (width, then height) of
     ``factor`` lerps: output phase ``p`` of each input sample is a fixed blend of it and
     one neighbour.  Edges are replicated, or extended linearly by ``slope_*`` (the change
     per input sample, broadcast over the other dimensions).  Equal to ``F.interpolate``
     within float rounding and several times faster on the CPU; no autograd (it writes
-    into its output)."""
+    into its output).
+
+    ``rows=(i0, i1)``: only the output rows of input rows ``i0`` to ``i1`` (``factor``
+    each), computed from those rows and their neighbours: the same values as those rows
+    of the whole enlargement (a frame whose padding rows are not needed skips them)."""
     s = int(factor)
+    n = x.shape[hdim]
+    i0, i1 = rows if rows is not None else (0, n)
+    lo, hi = max(i0 - 1, 0), min(i1 + 1, n)
+    part = _lerp_pass(_pad_edges(x.narrow(hdim, lo, hi - lo), wdim, slope_w), wdim, s)
+    pieces = [part]
+    if i0 == 0:  # the top edge, as the whole enlargement pads it
+        edge = part.narrow(hdim, 0, 1)
+        pieces.insert(0, edge - slope_h if slope_h is not None else edge)
+    if i1 == n:
+        edge = part.narrow(hdim, part.shape[hdim] - 1, 1)
+        pieces.append(edge + slope_h if slope_h is not None else edge)
+    return _lerp_pass(torch.cat(pieces, hdim) if len(pieces) > 1 else part, hdim, s)
 
-    def one_pass(src: torch.Tensor, dim: int, slope: torch.Tensor | None) -> torch.Tensor:
-        n = src.shape[dim]
-        lo, hi = src.narrow(dim, 0, 1), src.narrow(dim, n - 1, 1)
-        if slope is not None:
-            lo, hi = lo - slope, hi + slope
-        padded = torch.cat((lo, src, hi), dim)
-        shape = list(src.shape)
-        out = torch.empty(shape[:dim + 1] + [s] + shape[dim + 1:], dtype=src.dtype, device=src.device)
-        centre = padded.narrow(dim, 1, n)
-        for p in range(s):
-            d = (2 * p + 1 - s) / (2 * s)
-            torch.lerp(centre, padded.narrow(dim, 2 if d >= 0 else 0, n), abs(d), out=out.select(dim + 1, p))
-        shape[dim] *= s
-        return out.view(shape)
 
-    return one_pass(one_pass(x, wdim, slope_w), hdim, slope_h)
+def _pad_edges(src: torch.Tensor, dim: int, slope: torch.Tensor | None) -> torch.Tensor:
+    """``src`` with one more sample at each end of ``dim``: the edge, extended by ``slope``."""
+    n = src.shape[dim]
+    lo, hi = src.narrow(dim, 0, 1), src.narrow(dim, n - 1, 1)
+    if slope is not None:
+        lo, hi = lo - slope, hi + slope
+    return torch.cat((lo, src, hi), dim)
+
+
+def _lerp_pass(padded: torch.Tensor, dim: int, s: int) -> torch.Tensor:
+    """One pass of :func:`_enlarge`: the ``n`` inner samples of ``padded`` (``n + 2``
+    along ``dim``, a neighbour at each end) each to ``s`` output samples."""
+    n = padded.shape[dim] - 2
+    shape = list(padded.shape)
+    shape[dim] = n
+    out = torch.empty(shape[:dim + 1] + [s] + shape[dim + 1:], dtype=padded.dtype, device=padded.device)
+    centre = padded.narrow(dim, 1, n)
+    for p in range(s):
+        d = (2 * p + 1 - s) / (2 * s)
+        torch.lerp(centre, padded.narrow(dim, 2 if d >= 0 else 0, n), abs(d), out=out.select(dim + 1, p))
+    shape[dim] *= s
+    return out.view(shape)
 
 
 def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -125,15 +149,16 @@ def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
     return _enlarge(x, factor, 2, 3)
 
 
-def _grid_upsample(g: torch.Tensor, factor: int, step: tuple[float, float]) -> torch.Tensor:
+def _grid_upsample(g: torch.Tensor, factor: int, step: tuple[float, float],
+                   rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Whole-number bilinear enlargement of a sampling grid ``(B, h, w, 2)`` = identity +
     flow, straight into ``grid_sample``'s layout.  The edges are extended linearly by
     ``step`` (the identity's change per input pixel in x and y), which is replication for
     the flow and exact for the identity: the result is the full-size identity grid plus
-    the enlarged flow, with no full-size addition (:func:`_enlarge`)."""
+    the enlarged flow, with no full-size addition (:func:`_enlarge`; ``rows``: only those)."""
     slope_w = torch.tensor([step[0], 0.0], dtype=g.dtype, device=g.device)
     slope_h = torch.tensor([0.0, step[1]], dtype=g.dtype, device=g.device)
-    return _enlarge(g, factor, 1, 2, slope_h, slope_w)
+    return _enlarge(g, factor, 1, 2, slope_h, slope_w, rows)
 
 
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -360,18 +385,19 @@ class FlowInterpolator(nn.Module):
         fh, fw = fine.shape[-2:]
         target = (round(fh / scale * h / full_h), round(fw / scale * w / full_w))  # the plane, padded
         flows_t = _upsample(flows_t, (fh, fw))  # level 0 -> fine's grid (the stem)
-        opts = dict(mode="bilinear", padding_mode="border", align_corners=True)
         th, tw = target
         if th % fh == 0 and tw % fw == 0 and th // fh == tw // fw and not torch.is_grad_enabled():
-            # identity + flow at fine's grid, enlarged into the sampling grids directly
+            # identity + flow at fine's grid, enlarged into the sampling grids directly,
+            # only the rows the plane needs (not the analysis' padding below it)
             k = th // fh
             dx, dy = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
             base = self._base_grid(fh, fw, flows_t.device, flows_t.dtype, stride=k, step=(dx, dy))
             low = flows_t.permute(0, 2, 3, 1)
             grids = [low[..., i:i + 2] + base for i in (0, 2)]
             if k > 1:
-                grids = [_grid_upsample(g, k, (k * dx, k * dy)) for g in grids]
-                fine = _upsample(fine, target)
+                rows = (0, -(-h // k))
+                grids = [_grid_upsample(g, k, (k * dx, k * dy), rows) for g in grids]
+                fine = _enlarge(fine, k, 2, 3, rows=rows)
             grid0, grid1 = (g[:, :h, :w] for g in grids)
         else:
             if target != (fh, fw):
@@ -381,6 +407,7 @@ class FlowInterpolator(nn.Module):
             up = flows_t[:, :, :h, :w].permute(0, 2, 3, 1)
             grid0, grid1 = base + up[..., :2], base + up[..., 2:]
         fine = fine[:, :, :h, :w]
+        opts = dict(mode="bilinear", padding_mode="border", align_corners=True)
         warped0 = F.grid_sample(img0, grid0.to(img0.dtype), **opts)
         warped1 = F.grid_sample(img1, grid1.to(img1.dtype), **opts)
         a = torch.sigmoid(fine[:, :1])
