@@ -158,13 +158,15 @@ def keep_heap() -> bool:
     """Make glibc keep freed memory for reuse (process-wide, once): frame-sized blocks
     from its heaps instead of fresh mappings, and no trimming of a heap's top on free.
 
-    By default glibc maps each large block (128 KiB up to a threshold that it raises as
-    blocks are freed) afresh, and hands free memory at a heap's top back to the system at
-    once; a frame's tensors (a few MB each, a dozen or more a frame) are then paged in
-    again, zero-filled, every frame, by the kernel.  On a 2-core CPU that kernel time was
-    about a fifth of a 720p 2x conversion's CPU time (``time`` of ``vspipe``: 2.1-2.5 s of
-    system time against 1.2 s with the memory kept, 7-10% more frames/s).  The memory is
-    still given back: :class:`HeapTrimmer` trims the heaps every so many frames.
+    By default glibc gives each block above its mmap threshold (128 KiB at first, raised to
+    the size of each such block freed) a mapping of its own, and hands free memory at a
+    heap's top back to the system once there is twice that much; a frame's tensors (a
+    few MB each, a dozen or more a frame) are then paged in again, zero-filled, every
+    frame, by the kernel.  On a 2-core CPU that kernel time was
+    about a fifth of a 720p 2x conversion's CPU time (``scale=0.25``, 480 output frames,
+    ``time`` of ``vspipe``: 3.6-4.2 s of system time against 1.7-2.0 s with the memory
+    kept, which gives 16-19% more frames/s).  The memory is still given back:
+    :class:`HeapTrimmer` trims the heaps every so many frames.
 
     Nothing is changed where the environment already sets glibc's malloc (a
     ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable: the user's choice), or off

@@ -78,8 +78,8 @@ def interpolate(
             Below 1 the motion is estimated on frames downscaled by it (about 1/scale^2
             less network work; output size and sharpness stay, as the full-size frames
             are warped); the faster settings for large frames or slow CPUs (0.25 is the
-            one that runs about as fast as MVTools FlowFPS at 720p on two CPU cores).  Models
-            without motion analysis (``"blend"``) accept only 1.0.
+            one that runs a little faster than MVTools FlowFPS at 720p on two CPU
+            cores).  Models without motion analysis (``"blend"``) accept only 1.0.
         num_streams: output frames computed at once (``>= 1``; more than
             ``core.num_threads`` gains nothing).  None: on the CPU
             ``min(core.num_threads, cores)``; on CUDA ``min(core.num_threads, 2)``, each
