@@ -4,7 +4,10 @@ The CUDA tests run where torch sees a GPU and skip cleanly elsewhere."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -250,7 +253,7 @@ def test_interpolate_trims_the_heap_as_it_writes(tiny_flow, monkeypatch):
 
 
 _HEAP_PROBE = r"""
-import ctypes, os, re, sys, tempfile
+import ctypes, os, re, tempfile
 from vs_vgan import devices
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -276,10 +279,6 @@ print(tuned, devices.keep_heap(), during - before)
 
 
 def _heap_probe(env: dict) -> list[str]:
-    import os
-    import subprocess
-    import sys
-
     full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], env={**full, **env}, capture_output=True,
                          text=True, check=True)

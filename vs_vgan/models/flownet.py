@@ -92,7 +92,7 @@ def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequentia
 
 def _enlarge(x: torch.Tensor, factor: int, hdim: int, wdim: int,
              slope_h: torch.Tensor | None = None, slope_w: torch.Tensor | None = None,
-             rows: tuple[int, int] | None = None) -> torch.Tensor:
+             rows: int | None = None) -> torch.Tensor:
     """Whole-number bilinear enlargement (align_corners=False) of ``x`` along its
     ``hdim``/``wdim`` dimensions, as two separable passes (width, then height) of
     ``factor`` lerps: output phase ``p`` of each input sample is a fixed blend of it and
@@ -101,22 +101,16 @@ def _enlarge(x: torch.Tensor, factor: int, hdim: int, wdim: int,
     within float rounding and several times faster on the CPU; no autograd (it writes
     into its output).
 
-    ``rows=(i0, i1)``: only the output rows of input rows ``i0`` to ``i1`` (``factor``
-    each), computed from those rows and their neighbours: the same values as those rows
-    of the whole enlargement (a frame whose padding rows are not needed skips them)."""
+    ``rows``: only the output rows of the first ``rows`` input rows (``factor`` each),
+    the same values as those rows of the whole enlargement (a frame whose padding rows
+    are not needed skips them)."""
     s = int(factor)
     n = x.shape[hdim]
-    i0, i1 = rows if rows is not None else (0, n)
-    lo, hi = max(i0 - 1, 0), min(i1 + 1, n)
-    part = _lerp_pass(_pad_edges(x.narrow(hdim, lo, hi - lo), wdim, slope_w), wdim, s)
-    pieces = [part]
-    if i0 == 0:  # the top edge, as the whole enlargement pads it
-        edge = part.narrow(hdim, 0, 1)
-        pieces.insert(0, edge - slope_h if slope_h is not None else edge)
-    if i1 == n:
-        edge = part.narrow(hdim, part.shape[hdim] - 1, 1)
-        pieces.append(edge + slope_h if slope_h is not None else edge)
-    return _lerp_pass(torch.cat(pieces, hdim) if len(pieces) > 1 else part, hdim, s)
+    m = n if rows is None else rows
+    # the width pass over the rows kept and the one below them (their neighbour) ...
+    part = _lerp_pass(_pad_edges(x.narrow(hdim, 0, min(m + 1, n)), wdim, slope_w), wdim, s)
+    # ... and the height pass over them, padded as the whole enlargement pads them
+    return _lerp_pass(_pad_edges(part, hdim, slope_h).narrow(hdim, 0, m + 2), hdim, s)
 
 
 def _pad_edges(src: torch.Tensor, dim: int, slope: torch.Tensor | None) -> torch.Tensor:
@@ -150,12 +144,12 @@ def _upsample_lerp(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def _grid_upsample(g: torch.Tensor, factor: int, step: tuple[float, float],
-                   rows: tuple[int, int] | None = None) -> torch.Tensor:
+                   rows: int | None = None) -> torch.Tensor:
     """Whole-number bilinear enlargement of a sampling grid ``(B, h, w, 2)`` = identity +
     flow, straight into ``grid_sample``'s layout.  The edges are extended linearly by
     ``step`` (the identity's change per input pixel in x and y), which is replication for
     the flow and exact for the identity: the result is the full-size identity grid plus
-    the enlarged flow, with no full-size addition (:func:`_enlarge`; ``rows``: only those)."""
+    the enlarged flow, with no full-size addition (:func:`_enlarge`, ``rows`` as there)."""
     slope_w = torch.tensor([step[0], 0.0], dtype=g.dtype, device=g.device)
     slope_h = torch.tensor([0.0, step[1]], dtype=g.dtype, device=g.device)
     return _enlarge(g, factor, 1, 2, slope_h, slope_w, rows)
@@ -395,7 +389,7 @@ class FlowInterpolator(nn.Module):
             low = flows_t.permute(0, 2, 3, 1)
             grids = [low[..., i:i + 2] + base for i in (0, 2)]
             if k > 1:
-                rows = (0, -(-h // k))
+                rows = -(-h // k)
                 grids = [_grid_upsample(g, k, (k * dx, k * dy), rows) for g in grids]
                 fine = _enlarge(fine, k, 2, 3, rows=rows)
             grid0, grid1 = (g[:, :h, :w] for g in grids)
