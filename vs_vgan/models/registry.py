@@ -63,6 +63,10 @@ class ModelSpec:
                      self.weights, self.sha256, self.modulo, self.num_inputs))
 
 
+# The shipped flow network's size: the predictor is fine-tuned from vgan-flow-v1's
+# weights, so the two share it.
+_FLOW_NET = {"channels": (16, 32, 48, 64), "radius": (0, 2, 3, 4), "stem": 4, "synth": 24}
+
 REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
     spec.name: spec
     for spec in (
@@ -70,7 +74,7 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
             name="vgan-flow-v1",
             task="interpolate",
             arch="flow",
-            kwargs={"channels": (16, 32, 48, 64), "radius": (0, 2, 3, 4), "stem": 4, "synth": 24},
+            kwargs=_FLOW_NET,
             weights="vgan-flow-v1.safetensors",
             sha256="3cbc1298b856c9c150bb2d6721238a919000cf4e4e129e1f5a4899db9330cd8c",
             modulo=64,
@@ -82,7 +86,7 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
             name="vgan-predict-v1",
             task="predict",
             arch="flow-predict",
-            kwargs={"channels": (16, 32, 48, 64), "radius": (0, 2, 3, 4), "stem": 4, "synth": 24},
+            kwargs=_FLOW_NET,
             weights="vgan-predict-v1.safetensors",
             sha256="6f8378c4ca2277d6f0f6758d9c2c27a036fce03396e87aa4671dcc6382922962",
             modulo=64,
