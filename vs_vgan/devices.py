@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import logging
 import os
 import platform
 import re
@@ -16,8 +17,9 @@ from .errors import type_error, value_error
 
 __all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan",
            "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name", "HeapTrimmer",
-           "keep_heap"]
+           "keep_heap", "pin_cpu_threads", "CPU_CALL_THREADS"]
 
+log = logging.getLogger("vs_vgan")
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -211,17 +213,45 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: torch's intra-op threads for each CPU network call, fixed so that the output does not
+#: depend on the core count, ``core.num_threads`` or other nodes: float reductions split
+#: over a different number of threads sum in a different order (measured: up to 4e-6
+#: apart between 1 and 2 threads at 320x180, which changed the rounded samples of 20 of
+#: 23 RGBS frames).  The cores are filled by running frames side by side instead.
+CPU_CALL_THREADS = 1
+
+
 def cpu_plan(core_threads: int, cores: int | None = None) -> tuple[int, int]:
     """``(calls, threads)``: how many network calls run at once on the CPU, and torch's
-    intra-op threads for each, so that ``calls * threads`` fills the cores without
-    oversubscribing them.
+    intra-op threads for each (always :data:`CPU_CALL_THREADS`).
 
     VapourSynth runs up to ``core.num_threads`` frame callbacks at once.  Frames in
-    parallel, each on one thread, beat one frame at a time on all threads: many of the
-    per-frame operations (warps, resizes) don't split across threads, and the rest split
-    with losses.  So: one call per core while there are callbacks for them, and the cores
-    left over (when ``core.num_threads`` is below the core count) shared among the calls.
+    parallel, each on one thread, beat one frame at a time on all threads (many of the
+    per-frame operations, warps and resizes, don't split across threads, and the rest
+    split with losses), and only one thread per call gives the same bytes on any machine
+    of the same CPU kind: one call per core while there are callbacks for them.  With
+    ``core.num_threads`` below the core count the other cores stay idle.
     """
     cores = cpu_cores() if cores is None else max(1, int(cores))
-    calls = max(1, min(int(core_threads), cores))
-    return calls, max(1, cores // calls)
+    return max(1, min(int(core_threads), cores)), CPU_CALL_THREADS
+
+
+_pinned = threading.local()
+_warned_threads: list[int] = []
+
+
+def pin_cpu_threads() -> None:
+    """Before CPU network work on the calling thread: torch's intra-op threads are
+    :data:`CPU_CALL_THREADS`.  Each thread sets them once (torch then also sets the
+    calling thread's OpenMP count), and again, with a warning, if something else in the
+    process (another plugin, the script) changed the process-wide count since."""
+    current = torch.get_num_threads()
+    if current == CPU_CALL_THREADS and getattr(_pinned, "done", False):
+        return
+    if current != CPU_CALL_THREADS and getattr(_pinned, "done", False) and not _warned_threads:
+        _warned_threads.append(current)
+        log.warning(
+            "torch's threads were set to %d while vs_vgan runs; vs_vgan sets them back to %d per frame "
+            "(its frames must not depend on the thread count)", current, CPU_CALL_THREADS)
+    torch.set_num_threads(CPU_CALL_THREADS)
+    _pinned.done = True

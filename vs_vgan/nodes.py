@@ -93,8 +93,8 @@ def interpolate(
     Work is spread over the cores (or the GPU's streams) as VapourSynth allows: one
     ModifyFrame instance's Python callback never runs on two threads at once, so the
     output frames are dealt out, a source pair's frames at a time, to ``num_streams``
-    parallel instances.  On the CPU torch's intra-op threads are set (process-wide, when
-    the node is made) to ``cores // instances``.  YUV and GRAY clips are warped and
+    parallel instances.  On the CPU each frame is computed on one torch thread (set
+    process-wide), so that the bytes do not depend on the thread or core count.  YUV and GRAY clips are warped and
     blended in their own planes, each at its resolution; RGB clips as RGB.
 
     Returns:
@@ -321,15 +321,32 @@ def _is_cut(left: vs.VideoFrame, right: vs.VideoFrame, cuts: vs.VideoFrame | Non
 
 
 # ---------------------------------------------------------------------- the callback
-# On the CPU, network work and frame conversions hold one of these slots: one per core.
-# With torch's intra-op threads set by devices.cpu_plan (one per call when VapourSynth has
-# a callback per core), that keeps the cores busy and never oversubscribed, however many
-# threads VapourSynth runs and however many interpolate nodes a script has.
-_CPU_SLOTS = threading.BoundedSemaphore(devices.cpu_cores())
+class _CpuSlot:
+    """Held by CPU network work and frame conversions: one per core, and torch's threads
+    pinned (:func:`devices.pin_cpu_threads`) on the thread that holds it.
+
+    With one torch thread per call that keeps the cores busy and never oversubscribed,
+    however many threads VapourSynth runs and however many nodes a script has, and the
+    output independent of both."""
+
+    def __init__(self, cores: int) -> None:
+        self._slots = threading.BoundedSemaphore(cores)
+
+    def __enter__(self) -> "_CpuSlot":
+        self._slots.acquire()
+        devices.pin_cpu_threads()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
+
+
+_CPU_SLOTS = _CpuSlot(devices.cpu_cores())
 
 
 def _use_cpu_plan(core_threads: int) -> None:
-    """Set torch's intra-op threads for ``core_threads`` VapourSynth threads (process-wide)."""
+    """Set torch's intra-op threads (process-wide) when a CPU node is made, as its calls
+    will (:func:`devices.pin_cpu_threads`)."""
     _, threads = devices.cpu_plan(core_threads)
     if torch.get_num_threads() != threads:
         log.debug("cpu plan: torch intra-op threads %d -> %d for %d VapourSynth threads",

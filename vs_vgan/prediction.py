@@ -10,6 +10,7 @@ reaches across a scene cut.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -110,35 +111,86 @@ def predict(
 
 
 class _Rollout:
-    """Predictions fed back: ``k``-th frame past the clip's edge from the two before it
-    (source frames first, then earlier predictions), computed in order once and kept.
-    ``keys``: the runner's frame-cache keys of the two context frames."""
+    """Predictions fed back: the ``k``-th frame past the clip's edge from the two before it
+    (source frames first, then earlier predictions), computed in order.  ``keys``: the
+    runner's frame-cache keys of the two context frames.
 
-    def __init__(self, runner: _Interpolator, keys: tuple[int, int] = (-2, -1)) -> None:
+    Memory stays bounded however far it runs: only the two newest states (the context
+    of the next prediction), the last :attr:`keep` outputs, and at most
+    :data:`_CHECKPOINTS` checkpoints (the context at every ``spacing``-th step; the
+    spacing doubles when they would be more) are kept.  An output no longer kept is
+    computed again from the checkpoint before it, to the same bytes: played in order
+    (vspipe) nothing is computed twice; played backwards (``side="start"`` in display
+    order) each checkpoint's stretch is computed again, once while it is shorter than
+    :attr:`keep`."""
+
+    def __init__(self, runner: _Interpolator, keys: tuple[int, int] = (-2, -1), keep: int | None = None) -> None:
         self.runner = runner
         self.keys = keys
+        self.keep = keep if keep is not None else _ROLLOUT_KEEP + vs.core.num_threads
         self.lock = threading.Lock()
-        self.outputs: list[Any] = []
-        self.states: list[Any] = []
+        self.outputs: OrderedDict[int, Any] = OrderedDict()  # step -> output, the last `keep` used
+        self.context: tuple[Any, Any] | None = None  # the states of steps next - 2 and next - 1
+        self.next = 0  # the step the context predicts
+        self.checkpoints: dict[int, tuple[Any, Any]] = {}  # step -> the context that predicts it
+        self.spacing = 1
 
     def get(self, k: int, context: list[vs.VideoFrame], still: bool) -> Any:
         """Output ``k`` (0-based away from the clip); ``context`` = [second-nearest, nearest]
         source frames; ``still``: a cut separates them, so the nearest is repeated."""
         r = self.runner
         with self.lock:
-            if not self.states:
-                self.states = [r._frame(self.keys[0], context[0]), r._frame(self.keys[1], context[1])]
-            while len(self.outputs) <= k:
-                j = len(self.outputs)
-                with torch.inference_mode(), r.slot:
-                    if still:
-                        out = r.frame_data(context[1])
-                    else:
-                        state = r.pair_states(self.states[j], self.states[j + 1])
-                        out = r.render(state, _T, context[1].props)
-                    self.outputs.append(out)
-                    self.states.append(r.state_of_output(out, context[1].props))
-            return self.outputs[k]
+            if k in self.outputs:
+                self.outputs.move_to_end(k)
+                return self.outputs[k]
+            if self.context is None:
+                self.context = (r._frame(self.keys[0], context[0]), r._frame(self.keys[1], context[1]))
+                self.checkpoints[0] = self.context
+            if k >= self.next:  # onwards from the newest prediction
+                while self.next <= k:
+                    if self.next % self.spacing == 0:
+                        self._checkpoint(self.next, self.context)
+                    out, state = self._step(self.context, context[1], still)
+                    self._remember(self.next, out)
+                    self.context = (self.context[1], state)
+                    self.next += 1
+                return out
+            # an earlier output no longer kept: again from the checkpoint before it
+            start = max(c for c in self.checkpoints if c <= k)
+            ctx = self.checkpoints[start]
+            for j in range(start, k + 1):
+                out, state = self._step(ctx, context[1], still)
+                self._remember(j, out)
+                ctx = (ctx[1], state)
+            return out
+
+    def _step(self, ctx: tuple[Any, Any], nearest: vs.VideoFrame, still: bool) -> tuple[Any, Any]:
+        """The output predicted from a context, and its state (the next context's newer half)."""
+        r = self.runner
+        with torch.inference_mode(), r.slot:
+            if still:
+                out = r.frame_data(nearest)
+            else:
+                out = r.render(r.pair_states(*ctx), _T, nearest.props)
+            return out, r.state_of_output(out, nearest.props)
+
+    def _remember(self, step: int, out: Any) -> None:
+        self.outputs[step] = out
+        self.outputs.move_to_end(step)
+        while len(self.outputs) > self.keep:
+            self.outputs.popitem(last=False)
+
+    def _checkpoint(self, step: int, ctx: tuple[Any, Any]) -> None:
+        self.checkpoints[step] = ctx
+        if len(self.checkpoints) > _CHECKPOINTS:
+            self.spacing *= 2
+            self.checkpoints = {c: v for c, v in self.checkpoints.items() if c % self.spacing == 0}
+
+
+#: Outputs a roll-out keeps besides ``core.num_threads`` (frames in flight at once).
+_ROLLOUT_KEEP = 8
+#: Checkpoints a roll-out keeps at most.
+_CHECKPOINTS = 32
 
 
 def extend(
@@ -229,6 +281,8 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.002
 #: ... and it is one when that difference is also at most this share of the larger of the
 #: differences around it (a still scene, where every difference is small, is left alone).
 _DUP_RATIO = 0.25
+#: Roll-outs ``repair`` keeps besides ``core.num_threads`` (one per bad run near the frames in flight).
+_REPAIR_ROLLOUTS = 4
 _DIFF_PROP = "PlaneStatsDiff"  # on the annotated copies only; the output keeps the source's props
 
 
@@ -283,8 +337,11 @@ def repair(
     (``model``, an interpolation model) at ``t = 1/(k+1) ... k/(k+1)`` for ``k`` bad frames
     (1/3 and 2/3 for two); predicted forward from the two good frames before it
     (``predict_model``) where no good frame follows in the same scene (the end of the
-    clip, or a scene cut after the run), and backwards from the two after it at the start
-    of the clip.  Nothing reaches across a scene cut.
+    clip, or a scene cut after the run), and backwards from the two after it where no
+    good frame precedes it in the same scene (the start of the clip, or a cut before the
+    run).  Nothing reaches across a scene cut: a bad frame is rebuilt only from good
+    frames of its own scene (with a cut inside a run, each side from its own), and left
+    as it is when its scene has no good frame within reach.
     """
     func = "repair"
     if not isinstance(clip, vs.VideoNode):
@@ -311,7 +368,7 @@ def repair(
     width = max_run + 2
     annotated = _annotated(clip, scene_detect, float(scene_threshold))
     window = [_shifted(annotated, j) for j in range(-width, width + 1)]
-    rollouts: dict[tuple[int, bool], _Rollout] = {}
+    rollouts: OrderedDict[tuple[int, bool], _Rollout] = OrderedDict()  # (anchor, forward) -> its roll-out
     rollouts_lock = threading.Lock()
     warned: list[int] = []
 
@@ -350,23 +407,31 @@ def repair(
                             "(raise max_run)", max_run, n)
             return fout
         left, right = first - 1, last + 1
-        right_ok = right < n_frames and not any(cut_after(i) for i in range(max(left, 0), right))
-        if left >= 0 and right_ok:
+        # the good frames around the run that lie in frame n's scene (no cut between)
+        left_ok = left >= 0 and not any(cut_after(i) for i in range(left, n))
+        right_ok = right < n_frames and not any(cut_after(i) for i in range(n, right))
+        if left_ok and right_ok:
             t = Fraction(n - left, right - left)
             interp._synthesize(_Step(left, right, t), frame(left), frame(right), fout)
             return fout
-        if left >= 0:  # predict forward from (left - 1, left)
+        if left_ok:  # predict forward from (left - 1, left)
             far = left - 1
             still = far < 0 or bad(far) or cut_after(far)
             context, keys, k = [frame(max(far, 0)), frame(left)], (max(far, 0), left), n - left - 1
-        elif right_ok:  # the clip starts with the run: predict backwards from (right + 1, right)
+        elif right_ok:  # the run starts its scene (or the clip): predict backwards from (right + 1, right)
             far = right + 1
             still = far >= n_frames or bad(far) or cut_after(right)
             context, keys, k = [frame(min(far, n_frames - 1)), frame(right)], (min(far, n_frames - 1), right), right - n - 1
         else:
-            return fout  # no good frame on either side within reach
-        with rollouts_lock:
-            rollout = rollouts.setdefault((keys[1], left >= 0), _Rollout(pred, keys))
+            return fout  # no good frame on either side within its scene and reach
+        with rollouts_lock:  # a few runs' roll-outs (a run is rebuilt in one go); older ones are dropped
+            key = (keys[1], left_ok)
+            rollout = rollouts.get(key)
+            if rollout is None:
+                rollout = rollouts[key] = _Rollout(pred, keys, keep=max_run)
+            rollouts.move_to_end(key)
+            while len(rollouts) > _REPAIR_ROLLOUTS + vs.core.num_threads:
+                rollouts.popitem(last=False)
         out = rollout.get(k, context, still)
         with torch.inference_mode(), pred.slot:
             pred.write(out, fout)

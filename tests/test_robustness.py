@@ -1,0 +1,155 @@
+"""What a demanding user does to the nodes: thread counts, non-finite samples, cuts next
+to bad frames, long runs, absurd factors and tiny frames (issue 13's probe)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import vapoursynth as vs
+
+import vs_vgan
+from conftest import fetch_in_random_order, frame_bytes, moving
+
+core = vs.core
+
+
+def _render(clip: vs.VideoNode) -> list[bytes]:
+    return [frame_bytes(f) for f in clip.frames()]
+
+
+# ---------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("fmt, kind", [(vs.RGBS, "fps"), (vs.YUV420P8, "factor"), (vs.RGB24, "extend")])
+def test_bytes_do_not_depend_on_thread_counts_or_later_nodes(tiny_flow, tiny_predictor, threads, fmt, kind):
+    """core.num_threads 1, 2 and 8, and a node made later with other settings (which
+    used to reset torch's process-wide thread count), give the same bytes."""
+    src = moving(fmt, length=6, width=320, height=180, speed=2.5)
+
+    def make() -> vs.VideoNode:
+        if kind == "extend":
+            return vs_vgan.extend(src, frames=4, model=tiny_predictor, device="cpu")
+        conv = {"fps": "60000/1001"} if kind == "fps" else {"factor": "5/2"}
+        return vs_vgan.interpolate(src, **conv, model=tiny_flow, device="cpu")
+
+    before = torch.get_num_threads()
+    try:
+        threads(1)
+        ref = _render(make())
+        for n in (2, 8):
+            threads(n)
+            assert _render(make()) == ref, n
+        threads(2)
+        first = make()
+        threads(1)
+        vs_vgan.interpolate(src, factor=2, model=tiny_flow, device="cpu", num_streams=1)  # a later node
+        threads(2)
+        assert _render(first) == ref
+        torch.set_num_threads(2)  # another plugin or the script changes torch's threads
+        assert _render(make()) == ref
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- repair across cuts
+def _cut_clip(props: bool) -> vs.VideoNode:
+    """A moving pattern cut to its inverse after frame 32 (``clip = S[:33] + Invert(S[33:])``),
+    the cut found by the detector or marked by ``_SceneChangePrev`` on frame 33."""
+    s = moving(vs.RGB24, length=45, width=64, height=48, speed=1.5)
+    clip = s[:33] + core.std.Invert(s[33:])[:12]
+    if props:
+        clip = clip[:33] + core.std.SetFrameProps(clip[33], _SceneChangePrev=1) + clip[34:]
+    return clip
+
+
+@pytest.mark.parametrize("props", [False, True], ids=["detector", "props"])
+def test_repair_after_a_cut_rebuilds_from_its_own_scene(tiny_flow, tiny_predictor, props):
+    """A bad frame just after a cut is predicted backwards from the frames after it, as
+    at the clip's start; a run spanning the cut rebuilds each side from its own scene."""
+    clip = _cut_clip(props)
+    kw = dict(model=tiny_flow, predict_model=tiny_predictor, device="cpu", scene_detect=not props)
+    out = vs_vgan.repair(clip, frames=[33], **kw)
+    at_start = vs_vgan.repair(clip[33:], frames=[0], **kw)
+    assert frame_bytes(out.get_frame(33)) == frame_bytes(at_start.get_frame(0))
+    a, b = (np.asarray(out.get_frame(33)[0], dtype=float), np.asarray(clip.get_frame(32)[0], dtype=float))
+    assert np.abs(a - b).mean() > 40  # not the previous scene (the inverse pattern)
+
+    run = vs_vgan.repair(clip, frames=[33, 34], **kw)  # both after the cut: backwards from 36, 35
+    two_at_start = vs_vgan.repair(clip[33:], frames=[0, 1], **kw)
+    for n in (33, 34):
+        assert frame_bytes(run.get_frame(n)) == frame_bytes(two_at_start.get_frame(n - 33)), n
+
+    span = vs_vgan.repair(clip, frames=[32, 33], **kw)  # 32 before the cut, 33 after it
+    at_end = vs_vgan.repair(clip[:33], frames=[32], **kw)
+    assert frame_bytes(span.get_frame(32)) == frame_bytes(at_end.get_frame(32))
+    assert frame_bytes(span.get_frame(33)) == frame_bytes(at_start.get_frame(0))
+
+
+def test_repair_of_a_frame_alone_in_its_scene_leaves_it(tiny_flow, tiny_predictor):
+    s = moving(vs.RGB24, length=12, width=64, height=48)
+    alone = core.std.SetFrameProps(core.std.Invert(s[5:6]), _SceneChangePrev=1, _SceneChangeNext=1)
+    clip = s[:5] + alone + s[6:]  # frame 5 is a scene of its own
+    out = vs_vgan.repair(clip, frames=[5], model=tiny_flow, predict_model=tiny_predictor, device="cpu")
+    assert frame_bytes(out.get_frame(5)) == frame_bytes(clip.get_frame(5))
+
+
+# ---------------------------------------------------------------------- bounded roll-outs
+@pytest.fixture
+def rollouts(monkeypatch):
+    """The prediction roll-outs made during a test that are still alive (a weak set)."""
+    import gc
+    import weakref
+
+    from vs_vgan import prediction
+
+    made: weakref.WeakSet = weakref.WeakSet()
+
+    class Tracked(prediction._Rollout):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.add(self)
+
+    monkeypatch.setattr(prediction, "_Rollout", Tracked)
+
+    def alive() -> list:
+        gc.collect()
+        return list(made)
+
+    return alive
+
+
+def test_extend_keeps_a_bounded_rollout_and_recomputes_the_same_bytes(tiny_predictor, monkeypatch, rollouts):
+    """A long roll-out keeps the newest context, a few outputs and a bounded number of
+    checkpoints; outputs no longer kept come back byte-identical, in any order."""
+    from vs_vgan import prediction
+
+    src = moving(vs.RGB24, length=4, width=64, height=48)
+    kw = dict(frames=60, model=tiny_predictor, device="cpu")
+    monkeypatch.setattr(prediction, "_ROLLOUT_KEEP", 1000)  # keep everything: the reference
+    monkeypatch.setattr(prediction, "_CHECKPOINTS", 1000)
+    ref_end = _render(vs_vgan.extend(src, side="end", **kw))
+    ref_start = _render(vs_vgan.extend(src, side="start", **kw))
+    monkeypatch.setattr(prediction, "_ROLLOUT_KEEP", 2)
+    monkeypatch.setattr(prediction, "_CHECKPOINTS", 4)
+    for side, ref in (("end", ref_end), ("start", ref_start)):
+        clip = vs_vgan.extend(src, side=side, **kw)
+        assert _render(clip) == ref, side  # in display order (backwards for "start")
+        (rollout,) = rollouts()
+        assert len(rollout.outputs) <= rollout.keep and len(rollout.checkpoints) <= 5
+        assert rollout.next == 60 and rollout.spacing >= 16
+        for k, data in fetch_in_random_order(clip, seed=1):
+            assert data == ref[k], (side, k)
+        del clip, rollout
+        assert rollouts() == []
+
+
+def test_repair_keeps_a_bounded_number_of_rollouts(tiny_flow, tiny_predictor, rollouts):
+    """A cut every 10 frames with the frame before each listed as bad: every one is
+    predicted, and only a few roll-outs stay alive (all 40 used to)."""
+    s = moving(vs.RGB24, length=400, width=32, height=32)
+    parts = [s[i:i + 10] if (i // 10) % 2 == 0 else core.std.Invert(s[i:i + 10]) for i in range(0, 400, 10)]
+    clip = core.std.Splice(parts)
+    bad = list(range(9, 400, 10))
+    out = vs_vgan.repair(clip, frames=bad, model=tiny_flow, predict_model=tiny_predictor, device="cpu")
+    for f in out.frames():
+        pass
+    alive = len(rollouts())
+    assert 0 < alive <= 4 + core.num_threads
