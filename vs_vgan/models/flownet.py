@@ -86,6 +86,20 @@ class PairState(NamedTuple):
     scale: float
 
 
+#: The range of the network's input (RGB, 0..1 nominal).  Wider than any signal a frame
+#: carries (YUV's super-whites and -blacks convert to a little outside 0..1), so that
+#: ordinary frames pass unchanged.
+INPUT_RANGE = (-1.0, 2.0)
+
+
+def sanitize(x: torch.Tensor) -> torch.Tensor:
+    """The network's input with NaN as mid grey and everything else, infinities included,
+    clamped to :data:`INPUT_RANGE`: one bad sample must not turn every activation of the
+    network, and so the whole frame, into NaN (finite values such as 1e30 overflow in
+    the convolutions and the cost volumes)."""
+    return torch.nan_to_num(x, nan=0.5, posinf=INPUT_RANGE[1], neginf=INPUT_RANGE[0]).clamp_(*INPUT_RANGE)
+
+
 def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2), nn.LeakyReLU(0.1, inplace=True))
 
@@ -268,7 +282,7 @@ class FlowInterpolator(nn.Module):
         x = analysed if analysed is not None else img
         if analysed is None and scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
-        x = x.to(self.synth_out.weight.dtype)  # the network's precision (the frames keep theirs)
+        x = sanitize(x).to(self.synth_out.weight.dtype)  # the network's precision (the frames keep theirs)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.modulo, (-w) % self.modulo
         if ph or pw:
