@@ -201,3 +201,60 @@ def test_sanitize_keeps_ordinary_frames_and_bounds_the_rest():
     assert torch.equal(sanitize(x), x)
     bad = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.25])
     assert sanitize(bad).tolist() == [0.5, INPUT_RANGE[1], INPUT_RANGE[0], INPUT_RANGE[1], INPUT_RANGE[0], 0.25]
+
+
+# ---------------------------------------------------------------------- graph size and frame size
+def _numbered(length: int) -> vs.VideoNode:
+    blank = core.std.BlankClip(format=vs.GRAY8, width=8, height=8, length=length)
+    return core.std.ModifyFrame(blank, blank, lambda n, f: _with_prop(f, n))
+
+
+def _with_prop(f: vs.VideoFrame, n: int) -> vs.VideoFrame:
+    fout = f.copy()
+    fout.props["src"] = n
+    return fout
+
+
+@pytest.mark.parametrize("ratio", ["2", "5/2", "1/2", "5/3", "3/7", "1001/1000", "7", "2400/1001", "1"])
+@pytest.mark.parametrize("periodic", [True, False])
+def test_remap_picks_the_left_neighbour_of_every_output_frame(ratio, periodic, monkeypatch):
+    """One SelectEvery cycle (or, for a long period, the lists of dropped and repeated
+    frames) gives output frame k source frame floor(k / ratio), for the whole output."""
+    from fractions import Fraction
+
+    from vs_vgan import nodes
+    from vs_vgan.timing import Timeline
+
+    if not periodic:
+        monkeypatch.setattr(nodes, "_PERIOD_MAX", 0)
+    for length in (1, 2, 7, 23):
+        timeline = Timeline(length, Fraction(ratio), Fraction(24))
+        out = nodes._remap(_numbered(length), timeline)
+        assert out.num_frames == timeline.num_frames
+        got = [f.props["src"] for f in out.frames()]
+        assert got == [k * timeline.ratio.denominator // timeline.ratio.numerator for k in range(out.num_frames)]
+
+
+def test_large_factors_build_a_small_graph_and_right_frames(tiny_flow, threads):
+    """factor=1000 on a long clip builds at once (the lanes' blocks are bounded, the remap
+    is one cycle): the first and last frames are right."""
+    threads(2)
+    src = moving(vs.RGB24, length=3, width=32, height=32)
+    out = vs_vgan.interpolate(src * 2000, factor=1000, model=tiny_flow, device="cpu", scene_detect=False)
+    assert out.num_frames == 6_000_000
+    assert frame_bytes(out.get_frame(0)) == frame_bytes(src.get_frame(0))
+    assert frame_bytes(out.get_frame(1000)) == frame_bytes(src.get_frame(1))
+    assert frame_bytes(out.get_frame(out.num_frames - 1)) == frame_bytes(src.get_frame(2))
+
+
+@pytest.mark.parametrize("size, scale, fits", [((3, 3), 0.25, "1.0 or 0.5"), ((8, 2), 0.25, "1.0 or 0.5"),
+                                               ((1, 5), 0.5, "1.0")])
+def test_scale_too_small_for_the_frames_is_refused_when_the_node_is_made(tiny_flow, size, scale, fits):
+    clip = core.std.BlankClip(format=vs.RGB24, width=size[0], height=size[1], length=3)
+    for make in (lambda: vs_vgan.interpolate(clip, model=tiny_flow, device="cpu", scale=scale),
+                 lambda: vs_vgan.predict(clip, device="cpu", scale=scale)):
+        with pytest.raises(ValueError, match=rf"scale must be {fits} for {size[0]}x{size[1]} frames .*; got {scale}"):
+            make()
+    ok = vs_vgan.interpolate(core.std.BlankClip(format=vs.RGB24, width=4, height=4, length=3), model=tiny_flow,
+                             device="cpu", scale=0.25)
+    ok.get_frame(1)

@@ -35,6 +35,13 @@ _SCENE_STRONG = 3.0
 #: overlap one frame's transfers and Python work with the other's compute.
 _CUDA_STREAMS = 2
 _CUT_PROP = "_VsVganCut"
+#: The most consecutive output frames dealt to one lane (about a source pair's frames:
+#: each lane then gets synthesized frames, not only copied ones).  Bounded, as the lanes'
+#: graph has a node per frame of a block.
+_MAX_BLOCK = 8
+#: ``_remap`` of a conversion by ``p/q`` picks one cycle of ``p`` output frames per ``q``
+#: source frames (a node whose size does not grow with the clip) for ``p`` up to this.
+_PERIOD_MAX = 1 << 16
 
 
 def interpolate(
@@ -125,16 +132,15 @@ def interpolate(
         raise type_error(func, "compile", "True or False", compile)
     core = vs.core
     calls = min(core.num_threads, num_streams or core.num_threads)  # callbacks that can run at once
-    spec, dev, dtype, net = _network(func, fmt, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
+    spec, dev, dtype, net = _network(func, clip, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
                                      device, precision, scale, compile=compile, core_threads=calls)
 
     timeline = Timeline(clip.num_frames, ratio, src_fps)
-    counts = timeline.left_counts()
     # Aligned neighbours: [left, right] and, for a variable-rate clip whose output frames
     # span more than two source frames (factor < 1), the further ones for the durations.
     neighbours = max(2, timeline.max_overlap()) if src_fps == 0 else 2
-    aligned = [_remap(_shift(clip, j), counts) for j in range(neighbours)]
-    cut_clip = _remap(_scene_cuts(clip, float(scene_threshold)), counts) if scene_detect else None
+    aligned = [_remap(_shift(clip, j), timeline) for j in range(neighbours)]
+    cut_clip = _remap(_scene_cuts(clip, float(scene_threshold)), timeline) if scene_detect else None
 
     base = aligned[0]
     if src_fps != 0:
@@ -153,7 +159,7 @@ def interpolate(
     log.debug("interpolate: %r, model %s on %s (%s), %d lane(s)", timeline, spec.name, dev, dtype, lanes)
     if lanes == 1:
         return core.std.ModifyFrame(base, clips=clips, selector=runner)
-    return _in_lanes(base, clips, runner, lanes, block=max(1, round(ratio)))
+    return _in_lanes(base, clips, runner, lanes, block=min(max(1, round(ratio)), _MAX_BLOCK))
 
 
 def _in_lanes(base: vs.VideoNode, clips: list[vs.VideoNode], runner: "_Interpolator", lanes: int,
@@ -217,10 +223,11 @@ def _check_scene_args(func: str, scene_detect: object, scene_threshold: object) 
         raise value_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
 
 
-def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: str, device: object,
+def _network(func: str, clip: vs.VideoNode, model: object, task: str, default: str, device: object,
              precision: object, scale: object, *, compile: bool = False,
              core_threads: int | None = None) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module]:
-    """Check ``scale``, resolve model, device and precision, load the network (through
+    """Check ``scale`` (against the clip's frame size too), resolve model, device and
+    precision, load the network (through
     ``torch.compile`` when ``compile``) and, on the CPU, set torch's threads for
     ``core_threads`` parallel calls (default ``core.num_threads``; see :func:`_use_cpu_plan`)
     and have glibc keep freed memory for reuse (:func:`devices.keep_heap`)."""
@@ -228,6 +235,12 @@ def _network(func: str, fmt: vs.VideoFormat, model: object, task: str, default: 
         raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
     if float(scale) not in (1.0, 0.5, 0.25):
         raise value_error(func, "scale", "1.0, 0.5 or 0.25", scale)
+    side = min(clip.width, clip.height)
+    if side * float(scale) < 1:  # the analysed frame would be under a pixel
+        fits = " or ".join(str(s) for s in (1.0, 0.5) if side * s >= 1)
+        raise value_error(func, "scale", f"{fits} for {clip.width}x{clip.height} frames (the motion analysis "
+                          f"at {float(scale)} needs frames of at least {round(1 / float(scale))} pixels a side)", scale)
+    fmt = clip.format
     spec = get_spec(default if model is None else model, task=task, func=func)
     dev = devices.resolve_device(device, func=func)
     dtype = devices.resolve_dtype(
@@ -254,8 +267,24 @@ def _shift(clip: vs.VideoNode, j: int) -> vs.VideoNode:
     return clip[j:] + tail if j < clip.num_frames else tail[: clip.num_frames]
 
 
-def _remap(clip: vs.VideoNode, counts: Sequence[int]) -> vs.VideoNode:
-    """Frame k of the result is frame i of ``clip`` for the k-th of ``counts[i]`` repeats."""
+def _remap(clip: vs.VideoNode, timeline: Timeline) -> vs.VideoNode:
+    """Frame ``k`` of the result is source frame ``floor(k / ratio)`` of ``clip`` (the left
+    neighbour of output frame ``k``), for the timeline's output frames.
+
+    The map repeats every ``p`` output frames (``ratio = p/q``: they take ``q`` source
+    frames), so for a ``p`` up to :data:`_PERIOD_MAX` one SelectEvery does it, whatever the
+    clip's length; otherwise lists of dropped and repeated frames, one entry per frame."""
+    core = vs.core
+    p, q = timeline.ratio.numerator, timeline.ratio.denominator
+    if q == 1:  # SelectEvery's cycle is 2 or more: two periods in one
+        p, q = 2 * p, 2
+    n = clip.num_frames
+    if p <= _PERIOD_MAX:
+        total = -(-n // q) * q
+        padded = clip + clip[-1] * (total - n) if total > n else clip
+        picked = core.std.SelectEvery(padded, cycle=q, offsets=[j * q // p for j in range(p)], modify_duration=False)
+        return picked[: timeline.num_frames]
+    counts = timeline.left_counts()
     drop = [i for i, c in enumerate(counts) if c == 0]
     if drop:
         clip = clip.std.DeleteFrames(frames=drop)

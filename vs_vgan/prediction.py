@@ -46,7 +46,7 @@ def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precis
     interpolation) node, as :class:`_Interpolator` holds them for ``interpolate``."""
     fmt = check_format(clip, func=func)
     default = DEFAULT_PREDICTION_MODEL if task == "predict" else DEFAULT_INTERPOLATION_MODEL
-    spec, dev, dtype, net = _network(func, fmt, model, task, default, device, precision, scale)
+    spec, dev, dtype, net = _network(func, clip, model, task, default, device, precision, scale)
     if task == "predict" and not hasattr(net, "predict_state"):
         raise value_error(func, "model", "a prediction model (task 'predict')", spec.name)
     return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
