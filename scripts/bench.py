@@ -24,9 +24,13 @@ height) and conversion (``--conversions``: ``2x``, 23.976 to 47.952, and ``24-60
   bridge's conversions timed: their share of the thread time spent in the node's
   callbacks (on CUDA each conversion is timed from an idle stream to its finished copy,
   so the share is what the bridge costs, not time spent waiting for the network).
-* ``--soak N``: N output frames (2x) of the clip at ``--soak-size`` (looped), with RSS and
-  GPU memory every 500 frames: the memory at the start (after the first 10%) and at
-  the end.
+* ``--soak N``: N output frames of each node of ``--soak-nodes`` (default all four:
+  ``interpolate`` at 2x, ``predict``, ``extend`` of 8 frames by N - 8, ``repair`` with
+  duplicates found and rebuilt, a scene cut every 10 frames and a repeat before each) on
+  the clip at ``--soak-size`` (looped), with RSS and GPU memory every 500 frames: the
+  memory at the start (after the first 10%) and at the end.  The first ``--vgan``
+  setting is interpolate's; the prediction nodes take its device, precision and scale
+  with their default models.
 
 The source of each size is made once with ffmpeg (raw y4m, yuv420p, 24000/1001
 frames/s, under ``--work``) from the clip's first ``--frames`` frames; every method
@@ -57,6 +61,7 @@ SOURCE_RATE = Fraction(24000, 1001)
 CONVERSIONS = {"2x": SOURCE_RATE * 2, "24-60": Fraction(60000, 1001)}
 SIZES = {480: 854, 720: 1280, 1080: 1920}  # height -> width (16:9)
 MAX_SOURCE = 240  # frames in a prepared source file; longer runs loop it
+SOAK_NODES = {"interpolate": "vgan", "predict": "predict", "extend": "extend", "repair": "repair"}  # -> bench.vpy method
 DEFAULT_VGAN = ['default={}', 'scale0.5={"scale": 0.5}', 'scale0.25={"scale": 0.25}']
 MINTERP = "minterpolate=fps={}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1"
 
@@ -285,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-bridge", action="store_true", help="skip the bridge-share run")
     ap.add_argument("--soak", type=int, default=0, metavar="N", help="instead: a soak run of N output frames")
     ap.add_argument("--soak-size", default="320x180", help="WxH of the soak run")
+    ap.add_argument("--soak-nodes", default=",".join(SOAK_NODES),
+                    help=f"the nodes of the soak run, comma separated (of {', '.join(SOAK_NODES)})")
     ap.add_argument("--work", default=None, help="folder for the prepared sources (default: a temporary one)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
@@ -315,24 +322,42 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.soak:
         w, h = (int(v) for v in a.soak_size.lower().split("x"))
-        src_frames = math.ceil(a.soak / 2)
-        src = make_source(a.clip, w, h, min(src_frames, MAX_SOURCE), work, ffmpeg)
-        kw = settings[0][1]
-        probe = work / f"soak_{time.time_ns()}.jsonl"
-        log(f"soak: {a.soak} output frames at {w}x{h}, {settings[0][0]} {kw}")
-        row = vspipe_run(vspipe, src, "vgan", CONVERSIONS["2x"], src_frames, kw, probe=probe)
-        samples = row.pop("probe")
-        begin = next(s for s in samples if s["frame"] >= a.soak // 10)
-        end = samples[-1]
-        keys = [k for k in ("rss", "gpu_allocated", "gpu_reserved") if k in end]
-        row.update(size=f"{w}x{h}", method=settings[0][0], kwargs=kw, samples=samples,
-                   start={k: begin[k] for k in ["frame"] + keys}, end={k: end[k] for k in ["frame"] + keys})
-        report["soak"] = row
-        print(f"| soak {w}x{h}, {row['frames']} frames | start (frame {begin['frame']}) | end (frame {end['frame']}) |")
-        print("|---|---|---|")
-        for k in keys:
-            print(f"| {k} MB | {begin[k] / 2**20:.1f} | {end[k] / 2**20:.1f} |")
-        print(f"\n{row['fps']:.1f} output frames/s; peak RSS {row['peak_rss_mb']:.0f} MB")
+        nodes = [n for n in a.soak_nodes.split(",") if n]
+        unknown = set(nodes) - set(SOAK_NODES)
+        if unknown or not nodes:
+            raise SystemExit(f"bench: --soak-nodes must name some of {', '.join(SOAK_NODES)}; got {a.soak_nodes!r}")
+        soaks = []
+        for node in nodes:
+            src_frames = math.ceil(a.soak / 2) if node == "interpolate" else a.soak
+            src = make_source(a.clip, w, h, min(src_frames, MAX_SOURCE), work, ffmpeg)
+            kw = settings[0][1] if node == "interpolate" else {
+                k: v for k, v in settings[0][1].items() if k in ("device", "precision", "scale")}
+            probe = work / f"soak_{time.time_ns()}.jsonl"
+            log(f"soak: {node}, {a.soak} output frames at {w}x{h}, {kw}")
+            row = vspipe_run(vspipe, src, SOAK_NODES[node], CONVERSIONS["2x"], src_frames, kw, probe=probe)
+            samples = row.pop("probe")
+            begin = next(s for s in samples if s["frame"] >= a.soak // 10)
+            end = samples[-1]
+            keys = [k for k in ("rss", "gpu_allocated", "gpu_reserved") if k in end]
+            row.update(node=node, size=f"{w}x{h}", method=settings[0][0] if node == "interpolate" else "default",
+                       kwargs=kw, samples=samples, start={k: begin[k] for k in ["frame"] + keys},
+                       end={k: end[k] for k in ["frame"] + keys},
+                       rss_range_mb=[round(min(s["rss"] for s in samples if s["frame"] >= begin["frame"]) / 2**20, 1),
+                                     round(max(s["rss"] for s in samples if s["frame"] >= begin["frame"]) / 2**20, 1)])
+            log(f"soak {node}: RSS {begin['rss'] / 2**20:.1f} MB at frame {begin['frame']}, "
+                f"{end['rss'] / 2**20:.1f} MB at frame {end['frame']}; {row['fps']:.1f} frames/s")
+            soaks.append(row)
+        report["soak"] = soaks
+        print(f"| node ({w}x{h}) | output frames | frames/s | RSS MB at frame ~{a.soak // 10} | RSS MB at the end | "
+              "RSS MB from there on (min-max) | peak RSS MB |" + "".join(
+                  f" {k} MB start / end |" for k in ("gpu_allocated", "gpu_reserved") if k in soaks[0]["end"]))
+        print("|---|---|---|---|---|---|---|" + "---|" * sum(k in soaks[0]["end"] for k in ("gpu_allocated", "gpu_reserved")))
+        for row in soaks:
+            gpu = "".join(f" {row['start'][k] / 2**20:.1f} / {row['end'][k] / 2**20:.1f} |"
+                          for k in ("gpu_allocated", "gpu_reserved") if k in row["end"])
+            print(f"| {row['node']} | {row['frames']} | {row['fps']:.1f} | {row['start']['rss'] / 2**20:.1f} | "
+                  f"{row['end']['rss'] / 2**20:.1f} | {row['rss_range_mb'][0]}-{row['rss_range_mb'][1]} | "
+                  f"{row['peak_rss_mb']:.0f} |{gpu}")
     else:
         rows, models, bridges = [], [], []
         sizes = [int(s) for s in a.sizes.split(",") if s]

@@ -58,13 +58,20 @@ def test_bench_reports_every_method_size_and_conversion(clip, tmp_path):
     assert "| 114x64 | 2x | blend |" in r.stdout  # the markdown table
 
 
-def test_bench_soak_reports_memory_at_start_and_end(clip, tmp_path):
+def test_bench_soak_reports_memory_at_start_and_end_of_every_node(clip, tmp_path):
     out = tmp_path / "soak.json"
-    r = bench("--clip", str(clip), "--soak", "1200", "--soak-size", "64x36", "--device", "cpu",
+    r = bench("--clip", str(clip), "--soak", "600", "--soak-size", "64x36", "--device", "cpu",
               "--vgan", 'blend={"model": "blend"}', "--work", str(tmp_path / "work"), "--json", str(out))
     assert r.returncode == 0, r.stderr
-    soak = json.loads(out.read_text())["soak"]
-    assert soak["frames"] == 1200 and soak["size"] == "64x36"
-    assert soak["start"]["frame"] >= 120 and soak["end"]["frame"] >= 1180
-    assert soak["start"]["rss"] > 0 and soak["end"]["rss"] > 0
-    assert "| rss MB |" in r.stdout
+    soaks = json.loads(out.read_text())["soak"]
+    assert [s["node"] for s in soaks] == ["interpolate", "predict", "extend", "repair"]
+    for soak in soaks:
+        assert soak["frames"] == 600 and soak["size"] == "64x36", soak["node"]
+        assert soak["start"]["frame"] >= 60 and soak["end"]["frame"] >= 580
+        assert soak["start"]["rss"] > 0 and soak["end"]["rss"] > 0
+        lo, hi = soak["rss_range_mb"]
+        assert 0 < lo <= hi <= soak["peak_rss_mb"] + 1
+    assert soaks[0]["kwargs"]["model"] == "blend" and "model" not in soaks[1]["kwargs"]
+    assert "| repair | 600 |" in r.stdout
+    bad = bench("--clip", str(clip), "--soak", "10", "--soak-nodes", "interpolate,nope", "--device", "cpu")
+    assert bad.returncode != 0 and "--soak-nodes must name" in bad.stderr
