@@ -72,7 +72,7 @@ def test_strict_loading_refuses_other_shapes(tmp_path):
     spec = make_tiny_flow_spec(tmp_path)
     other = ModelSpec(name="other", task="interpolate", arch="flow", kwargs={**TINY_FLOW_KWARGS, "channels": (4, 12)},
                       weights=spec.weights, sha256=spec.sha256, modulo=8)
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match=r"encoder\.1\.0\.0\.weight is \[8, 4, 3, 3\] in the file but \[12, 4, 3, 3\] in the network"):
         load_model(other, CPU, torch.float32)
 
 

@@ -258,3 +258,17 @@ def test_scale_too_small_for_the_frames_is_refused_when_the_node_is_made(tiny_fl
     ok = vs_vgan.interpolate(core.std.BlankClip(format=vs.RGB24, width=4, height=4, length=3), model=tiny_flow,
                              device="cpu", scale=0.25)
     ok.get_frame(1)
+
+
+def test_huge_factors_build_at_once_or_are_refused_naming_the_limit(threads):
+    """factor=10**9 used to build for minutes and take gigabytes (a list entry per output
+    frame, a node per frame of a lane's block); now a 2-frame clip builds at once, and
+    where the output would not fit VapourSynth the error names the limit."""
+    threads(2)
+    src = _numbered(2)
+    out = vs_vgan.interpolate(src, factor=10**9, model="blend", device="cpu", scene_detect=False)
+    assert out.num_frames == 2 * 10**9
+    assert [out.get_frame(k).props["src"] for k in (0, 10**9 - 1, 10**9, out.num_frames - 1)] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match=r"^vs_vgan.interpolate: factor must be at most 2147483647/6 for a 6-frame "
+                                         r"clip \(VapourSynth's longest clip has 2147483647 frames\); got 1000000000"):
+        vs_vgan.interpolate(_numbered(6), factor=10**9, model="blend", device="cpu")

@@ -40,7 +40,7 @@ _CUT_PROP = "_VsVganCut"
 #: graph has a node per frame of a block.
 _MAX_BLOCK = 8
 #: ``_remap`` of a conversion by ``p/q`` picks one cycle of ``p`` output frames per ``q``
-#: source frames (a node whose size does not grow with the clip) for ``p`` up to this.
+#: source frames for ``p`` up to this (one SelectEvery), each frame by itself beyond.
 _PERIOD_MAX = 1 << 16
 
 
@@ -122,7 +122,7 @@ def interpolate(
     if clip.num_frames < 2:
         raise value_error(func, "clip", "at least 2 frames long (there is nothing to interpolate between)", clip)
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
-    ratio, out_fps = resolve_ratio(src_fps, factor=factor, fps=fps, func=func)
+    ratio, out_fps = resolve_ratio(src_fps, factor=factor, fps=fps, func=func, num_frames=clip.num_frames)
     _check_scene_args(func, scene_detect, scene_threshold)
     if num_streams is not None and (isinstance(num_streams, bool) or not isinstance(num_streams, int)):
         raise type_error(func, "num_streams", "None or an int >= 1", num_streams)
@@ -272,8 +272,9 @@ def _remap(clip: vs.VideoNode, timeline: Timeline) -> vs.VideoNode:
     neighbour of output frame ``k``), for the timeline's output frames.
 
     The map repeats every ``p`` output frames (``ratio = p/q``: they take ``q`` source
-    frames), so for a ``p`` up to :data:`_PERIOD_MAX` one SelectEvery does it, whatever the
-    clip's length; otherwise lists of dropped and repeated frames, one entry per frame."""
+    frames), so for a ``p`` up to :data:`_PERIOD_MAX` one SelectEvery does it; beyond, a
+    FrameEval picks each frame.  Either way the graph's size does not grow with the
+    clip's length or the factor."""
     core = vs.core
     p, q = timeline.ratio.numerator, timeline.ratio.denominator
     if q == 1:  # SelectEvery's cycle is 2 or more: two periods in one
@@ -284,14 +285,8 @@ def _remap(clip: vs.VideoNode, timeline: Timeline) -> vs.VideoNode:
         padded = clip + clip[-1] * (total - n) if total > n else clip
         picked = core.std.SelectEvery(padded, cycle=q, offsets=[j * q // p for j in range(p)], modify_duration=False)
         return picked[: timeline.num_frames]
-    counts = timeline.left_counts()
-    drop = [i for i, c in enumerate(counts) if c == 0]
-    if drop:
-        clip = clip.std.DeleteFrames(frames=drop)
-    dup = [j for j, c in enumerate(c for c in counts if c) for _ in range(c - 1)]
-    if dup:
-        clip = clip.std.DuplicateFrames(frames=dup)
-    return clip
+    template = clip[0].std.Loop(times=timeline.num_frames)
+    return core.std.FrameEval(template, lambda n: clip[n * q // p])
 
 
 def _scene_cuts(clip: vs.VideoNode, threshold: float) -> vs.VideoNode:

@@ -34,15 +34,32 @@ from typing import Sequence
 
 from .errors import type_error, value_error
 
-__all__ = ["Sample", "Timeline", "parse_rational", "resolve_ratio"]
+__all__ = ["MAX_FRAMES", "Sample", "Timeline", "parse_rational", "resolve_ratio"]
 
 
-def _exact_guess(value: float) -> Fraction | str:
-    """The exact rate a float most likely stands for (59.94 -> 60000/1001)."""
+#: VapourSynth's longest clip (its frame counts are 32-bit ints) ...
+MAX_FRAMES = 2**31 - 1
+#: ... and the largest numerator or denominator of its frame rates and durations (64-bit).
+_MAX_TERM = 2**63 - 1
+
+
+def _exact_guess(value: float) -> Fraction | str | None:
+    """The exact rate a float most likely stands for (59.94 -> 60000/1001).
+
+    None where no positive rate VapourSynth can hold stands for it: nan, infinities,
+    zero, negatives, and sizes such as 1e300 or 1e-300.
+    """
+    if not 0 < value <= _MAX_TERM:  # False for nan too
+        return None
     ntsc = value * 1001 / 1000
     if abs(ntsc - round(ntsc)) < 0.01 and abs(value - round(value)) > 0.01:
         return f"{round(ntsc) * 1000}/1001"
-    return Fraction(value).limit_denominator(1000)
+    guess = Fraction(value).limit_denominator(1000)
+    return guess if guess > 0 else None
+
+
+def _fits(value: Fraction) -> bool:
+    return value.numerator <= _MAX_TERM and value.denominator <= _MAX_TERM
 
 
 def parse_rational(value: object, *, func: str, arg: str) -> Fraction:
@@ -54,8 +71,9 @@ def parse_rational(value: object, *, func: str, arg: str) -> Fraction:
     accepted = 'a positive int, Fraction or "num/den" string'
     if isinstance(value, bool) or not isinstance(value, (int, Fraction, str)):
         hint = None
-        if isinstance(value, float):
-            hint = f'Pass an exact value such as "{_exact_guess(value)}" instead of a float'
+        guess = _exact_guess(value) if isinstance(value, float) else None
+        if guess is not None:
+            hint = f'Pass an exact value such as "{guess}" instead of a float'
         raise type_error(func, arg, accepted, value, hint)
     if isinstance(value, str):
         text = value.strip()
@@ -80,15 +98,21 @@ def resolve_ratio(
     factor: object = None,
     fps: object = None,
     func: str = "interpolate",
+    num_frames: int | None = None,
 ) -> tuple[Fraction, Fraction]:
     """Return ``(ratio, output_fps)`` for ``factor`` or a target ``fps`` (neither: factor 2).
 
     ``src_fps == 0`` marks a variable-frame-rate clip: ``factor`` works there (the output
     is variable-rate too, ``output_fps == 0``) and ``fps`` is refused.
+
+    Both must give a clip VapourSynth can hold: rates with numerator and denominator below
+    2**63, and at most :data:`MAX_FRAMES` output frames (``ceil(num_frames * ratio)``, for
+    any clip when ``num_frames`` is not given).
     """
     if factor is not None and fps is not None:
         raise value_error(func, "factor", "omitted when fps is given (pass one of factor and fps)", factor)
     if fps is not None:
+        arg, given = "fps", fps
         target = parse_rational(fps, func=func, arg="fps")
         if src_fps == 0:
             raise value_error(
@@ -99,9 +123,21 @@ def resolve_ratio(
                 "Use factor= (it works from each frame's duration), or make the clip "
                 "constant-rate first with std.AssumeFPS",
             )
-        return target / src_fps, target
-    ratio = parse_rational(2 if factor is None else factor, func=func, arg="factor")
-    return ratio, src_fps * ratio
+        ratio, out_fps = target / src_fps, target
+    else:
+        arg, given = "factor", 2 if factor is None else factor
+        ratio = parse_rational(given, func=func, arg="factor")
+        out_fps = src_fps * ratio
+    length = 1 if num_frames is None else num_frames
+    if math.ceil(length * ratio) > MAX_FRAMES:
+        limit = Fraction(MAX_FRAMES, length) * (src_fps if arg == "fps" else 1)
+        clip = "any clip" if num_frames is None else f"a {num_frames}-frame clip"
+        raise value_error(func, arg, f"at most {limit} for {clip} (VapourSynth's longest clip has "
+                                     f"{MAX_FRAMES} frames)", given)
+    if not (_fits(ratio) and _fits(out_fps)):
+        what = "a rate" if arg == "fps" else "a ratio that, like the output rate it makes,"
+        raise value_error(func, arg, f"{what} VapourSynth can hold (numerator and denominator below 2**63)", given)
+    return ratio, out_fps
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +172,9 @@ class Timeline:
         self.ratio = Fraction(ratio)
         self.src_fps = Fraction(src_fps)
         self.num_frames = math.ceil(num_src * self.ratio)
+        if self.num_frames > MAX_FRAMES:
+            raise ValueError(f"Timeline of {self.num_frames} frames is longer than VapourSynth's longest clip "
+                             f"({MAX_FRAMES} frames)")
 
     @property
     def fps(self) -> Fraction:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.resources
+import json
 import os
 import threading
 from functools import lru_cache
@@ -56,36 +57,155 @@ def _architecture(arch: str) -> type[torch.nn.Module]:
 
 
 def load_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, *, func: str = "interpolate") -> torch.nn.Module:
-    """Build ``spec``'s network in eval mode on ``device`` in ``dtype`` (cached, at most 8)."""
+    """Build ``spec``'s network in eval mode on ``device`` in ``dtype`` (cached, at most 8).
+
+    Raises FileNotFoundError for a missing weights file and ValueError, naming the file and
+    the model, for one that is not a file, has another sha256, is not a complete safetensors
+    file or does not fit the architecture and kwargs; ValueError too for kwargs the
+    architecture refuses.
+    """
     return _load(spec, torch.device(device), dtype, func)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=8)  # exceptions are not cached: a spec whose file is put right loads next time
 def _load(spec: ModelSpec, device: torch.device, dtype: torch.dtype, func: str) -> torch.nn.Module:
     cls = _architecture(spec.arch)
     if spec.weights is None:
-        net = cls(**spec.kwargs)
+        net = _build(cls, spec, func)
     else:
         path = weights_path(spec.weights)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"vs_vgan.{func}: the weights file of model {spec.name!r} must exist; got a missing "
-                f"file {os.fspath(path)}. Reinstall vs_vgan (pip install --force-reinstall .) or fix the ModelSpec"
-            )
-        actual = file_sha256(path)
-        if actual != spec.sha256:
-            raise ValueError(
-                f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must have "
-                f"sha256 {spec.sha256}; got {actual}. The file is damaged or not the one the model was "
-                f"registered with; reinstall vs_vgan"
-            )
-        from safetensors.torch import load_file
-
-        state = load_file(os.fspath(path), device="cpu")
+        _check_file(path, spec, func)
+        state = _read(path, spec, func)
         with torch.device("meta"):
-            net = cls(**spec.kwargs)
-        net.load_state_dict(state, strict=True, assign=True)
+            net = _build(cls, spec, func)
+        _check_fit(net, state, path, spec, func)
+        try:
+            net.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as exc:  # anything _check_fit does not foresee
+            raise ValueError(_fit_message(path, spec, func, str(exc).strip().replace("\n\t", " "))) from exc
     net = net.to(device=device, dtype=dtype).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net
+
+
+def _check_file(path: Path, spec: ModelSpec, func: str) -> None:
+    """The weights file exists, is a regular file and has the spec's sha256."""
+    if path.is_dir():
+        raise ValueError(
+            f"vs_vgan.{func}: the weights file of model {spec.name!r} must be a file; got a directory "
+            f"{os.fspath(path)}. Give the path of the .safetensors file itself in the ModelSpec"
+        )
+    if path.exists() and not path.is_file():
+        raise ValueError(
+            f"vs_vgan.{func}: the weights file of model {spec.name!r} must be a regular file; got a special "
+            f"file (device, pipe or socket) {os.fspath(path)}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"vs_vgan.{func}: the weights file of model {spec.name!r} must exist; got a missing "
+            f"file {os.fspath(path)}. Reinstall vs_vgan (pip install --force-reinstall .) or fix the ModelSpec"
+        )
+    actual = file_sha256(path)
+    if actual != spec.sha256:
+        raise ValueError(
+            f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must have "
+            f"sha256 {spec.sha256}; got {actual}. The file is damaged or not the one the model was "
+            f"registered with; reinstall vs_vgan"
+        )
+
+
+def _read(path: Path, spec: ModelSpec, func: str) -> dict[str, torch.Tensor]:
+    """The file's tensors, on the CPU; ValueError saying what is wrong with a file that isn't
+    a complete safetensors file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(os.fspath(path), device="cpu")
+    except SafetensorError as exc:
+        detail = str(exc).removeprefix("Error while deserializing header: ")
+        if Path(spec.weights).is_absolute():  # the user's file
+            hint = ("Export the weights with safetensors.torch.save_file (from a torch.save checkpoint: "
+                    "save_file(torch.load(path, weights_only=True), out)) and put the new file's sha256 "
+                    "in the ModelSpec")
+        else:
+            hint = "Reinstall vs_vgan (pip install --force-reinstall .)"
+        raise ValueError(
+            f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must be a complete "
+            f"safetensors file; got {_diagnose(path)} (safetensors: {detail}). {hint}"
+        ) from exc
+
+
+def _diagnose(path: Path) -> str:
+    """What a file safetensors can't read looks like (its format: an 8-byte little-endian
+    header length, that many bytes of JSON naming each tensor's byte range, the data)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if head.startswith(b"PK\x03\x04"):
+            return "a zip archive, as torch.save writes (a PyTorch checkpoint, not safetensors)"
+        if head[:1] == b"\x80":
+            return "a Python pickle, as older torch.save writes (a PyTorch checkpoint, not safetensors)"
+        if size < 8:
+            return f"a truncated file: {size} bytes, shorter than the 8-byte header length"
+        length = int.from_bytes(head, "little")
+        if length > 100_000_000:  # safetensors' own limit on the header
+            return "a file that does not start with a safetensors header (its first 8 bytes are no header length)"
+        if length > size - 8:
+            return f"a truncated file: its header needs {length} bytes, but only {size - 8} follow"
+        try:
+            header = json.loads(fh.read(length))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "a damaged header (not the JSON table of tensors safetensors writes)"
+    if end > size - 8 - length:
+        return f"a truncated file: its tensors need {end} bytes after the header, but only {size - 8 - length} follow"
+    return "a file safetensors can't read"
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(list(t.shape))
+
+
+def _fit_message(path: Path, spec: ModelSpec, func: str, problem: str) -> str:
+    return (
+        f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must hold the tensors of "
+        f"arch {spec.arch!r} with kwargs {dict(spec.kwargs)}; got a file whose tensors don't fit: {problem}. "
+        f"Give the ModelSpec the arch and kwargs the weights were saved from"
+    )
+
+
+def _check_fit(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, spec: ModelSpec,
+               func: str) -> None:
+    """ValueError naming the first tensor that is missing, extra, or of another shape or kind."""
+    wanted = net.state_dict()
+    problems = []
+    shapes = [k for k, t in wanted.items() if k in state and state[k].shape != t.shape]
+    if shapes:
+        k = shapes[0]
+        problems.append(f"{k} is {_shape(state[k])} in the file but {_shape(wanted[k])} in the network")
+    kinds = [k for k, t in wanted.items() if k in state and t.is_floating_point() and not state[k].is_floating_point()]
+    if kinds:
+        problems.append(f"{kinds[0]} is {str(state[kinds[0]].dtype).removeprefix('torch.')} in the file; "
+                        f"the network needs floating point")
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        problems.append(f"{missing[0]} is missing from the file")
+    extra = [k for k in state if k not in wanted]
+    if extra:
+        problems.append(f"{extra[0]} {_shape(state[extra[0]])} is in the file but not in the network")
+    if problems:
+        counts = [f"{len(c)} {what}" for c, what in ((shapes, "of another shape"), (kinds, "not floating point"),
+                                                      (missing, "missing"), (extra, "extra")) if c]
+        raise ValueError(_fit_message(path, spec, func, "; ".join(problems) + f" (in all: {', '.join(counts)})"))
+
+
+def _build(cls: type[torch.nn.Module], spec: ModelSpec, func: str) -> torch.nn.Module:
+    try:
+        return cls(**spec.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"vs_vgan.{func}: the kwargs of model {spec.name!r} must be arguments arch {spec.arch!r} "
+            f"({ARCHITECTURES[spec.arch]}) accepts; got {dict(spec.kwargs)} ({exc})"
+        ) from exc
