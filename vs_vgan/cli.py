@@ -11,13 +11,26 @@ INPUT is anything the source plugin reads (bestsource by default).  The frames g
 the vs_vgan node inside a VapourSynth graph and, as y4m, into ffmpeg, which encodes them
 (``--codec``, ``--crf``, ``--preset``, ``--ffmpeg-args`` for anything else) and copies
 INPUT's audio (and, into .mkv, its subtitles), shifted by the frames ``extend`` adds at the
-start, so that they stay in sync.  ffmpeg writes a hidden temporary file next to OUTPUT,
-renamed to OUTPUT only when everything succeeded: an interrupted or failed run leaves no
-OUTPUT behind and says why.
+start, so that they stay in sync.  ffmpeg writes a hidden temporary file next to OUTPUT
+(.STEM.vs-vgan-partial-PID.SUFFIX), renamed to OUTPUT only when everything succeeded: an
+interrupted or failed run leaves no OUTPUT behind and says why.
 
-Exit codes: 0 done; 1 failed (unreadable input, bad value, encoder error); 2 wrong usage;
-3 a missing tool (ffmpeg, the source plugin); 4 OUTPUT exists (pass --overwrite);
-130 interrupted (Ctrl-C, SIGTERM).
+Checks: ffmpeg may exit 0 after a failed write (a full disk: "Error writing trailer ...:
+No space left on device"), so OUTPUT is kept only if ffmpeg reported no write error
+(its messages about writing, muxing or encoding, or a disk error such as "No space left
+on device", "File too large", "Input/output error"; a damaged INPUT's demuxer messages
+are shown as a warning) and the file holds as many video frames as were sent (counted by
+ffmpeg with a stream copy, no decoding; skipped when --ffmpeg-args change the frame count,
+e.g. -r, -vf, -t).  OUTPUT naming INPUT (by any path, symlink or hard link) is refused,
+with --overwrite too.  Partial files of runs whose process no longer exists (SIGKILL, a
+crash) are removed by the next run writing the same OUTPUT, which says so; a running
+process's are kept.  INPUT giving clearly fewer frames than its header promises
+(duration x rate, or a frame-count tag), and whose packets stop short of that duration,
+gets a one-line warning on stderr: it may be truncated (the run goes on).
+
+Exit codes: 0 done; 1 failed (unreadable input, bad value, encoder or write error, OUTPUT
+is INPUT); 2 wrong usage; 3 a missing tool (ffmpeg, the source plugin); 4 OUTPUT exists
+(pass --overwrite); 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
 """
 from __future__ import annotations
 
@@ -25,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -44,6 +58,15 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+def say(line: str) -> None:
+    """One line on stderr; nothing (rather than a traceback) where stderr has gone, as after
+    a hangup."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 # ---------------------------------------------------------------------- sources and formats
@@ -66,7 +89,113 @@ def open_source(path: str, source: str = "bs.VideoSource"):
         clip = clip[0]
     if clip.format is None or clip.width == 0:
         raise CliError(f"vs-vgan: INPUT {path!r} changes format or size mid-stream; convert it first")
+    ffmpeg = shutil.which("ffmpeg")
+    warning = truncation_warning(path, clip, ffmpeg) if ffmpeg else None
+    if warning:
+        say(warning)
     return clip
+
+
+def truncation_warning(path: str, clip, ffmpeg: str) -> str | None:
+    """A one-line warning where ``clip`` (INPUT through the source filter) is clearly shorter
+    than INPUT's header promises and INPUT's packets stop short of the header's duration (a
+    cut download or copy); None otherwise.  The second test keeps quiet about the files
+    whose video rightly ends before the duration: a longer audio track, a variable rate."""
+    fps = Fraction(clip.fps.numerator, clip.fps.denominator)
+    promised = promised_frames(path, fps, ffmpeg)
+    if promised is None:
+        return None
+    expected, rate, whence, duration = promised
+    if expected - clip.num_frames <= short_slack(expected, rate) or not duration:
+        return None
+    end = packets_end(path, ffmpeg, duration)
+    if end is not None and duration - end <= max(Fraction(1, 2), duration / 100):
+        return None
+    tail = (f"its packets end at {float(end):.3f} of {float(duration):.3f} s" if end is not None
+            else f"the last second of its {float(duration):.3f} s holds no packets")
+    return (f"vs-vgan: warning: INPUT {path!r} gives only {clip.num_frames} of {expected} frames ({whence}) "
+            f"and {tail}; it may be truncated")
+
+
+def packets_end(path: str, ffmpeg: str, duration: Fraction) -> Fraction | None:
+    """Where the audio and video packets of ``path`` end, in seconds from its start: its last
+    second by the header's ``duration``, copied (not decoded) into ffmpeg's framecrc muxer,
+    which lists each packet's time and length.  None where that second holds no packets;
+    ``duration`` where ffmpeg can't tell (so that no warning follows)."""
+    start = max(Fraction(0), duration - 1)
+    try:
+        r = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{float(start):.6f}",
+                            "-i", str(path), "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "framecrc", "-"],
+                           capture_output=True, text=True, errors="replace", timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return duration
+    bases = {m[1]: Fraction(int(m[2]), int(m[3])) for m in re.finditer(r"^#tb (\d+): (\d+)/(\d+)", r.stdout, re.M)}
+    ends = []
+    for line in r.stdout.splitlines():  # stream, dts, pts, duration, size, hash
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) >= 4 and fields[0] in bases and fields[2].lstrip("-").isdigit() and fields[3].isdigit():
+            ends.append((int(fields[2]) + int(fields[3])) * bases[fields[0]])
+    return start + max(ends) if ends else None
+
+
+_CLOCK = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def _clock(text: str) -> Fraction | None:
+    m = _CLOCK.search(text)
+    return Fraction(int(m[1]) * 3600 + int(m[2]) * 60) + Fraction(m[3]) if m else None
+
+
+def promised_frames(path: str, fps: Fraction, ffmpeg: str) -> tuple[int, Fraction, str, Fraction | None] | None:
+    """How many frames the header of ``path`` promises for its first video stream, at what
+    rate, whence, and the file's duration, from ``ffmpeg -i`` (the header and a few probed
+    packets, not the whole file): the stream's NUMBER_OF_FRAMES tag (mkvmerge), else its
+    DURATION tag (ffmpeg's Matroska) or the container's duration, times the rate (ffmpeg's
+    average rate of the stream, else ``fps``).  None where the header says nothing useful;
+    MPEG-TS has no duration of its own (ffmpeg estimates it from the packets there)."""
+    try:
+        r = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, text=True,
+                           errors="replace", timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = r.stderr.splitlines()
+    container = None
+    stream = ""
+    tags: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        if container is None and line.strip().startswith("Duration:"):
+            container = _clock(line.split(",")[0])
+        if re.match(r"\s*Stream #0:\d+.*: Video: ", line) and "(attached pic)" not in line:
+            stream = line
+            indent = len(line) - len(line.lstrip())
+            for tag in lines[i + 1:]:
+                if len(tag) - len(tag.lstrip()) <= indent:
+                    break
+                key, sep, value = tag.partition(":")
+                if sep:
+                    tags.setdefault(key.strip().upper().split("-")[0], value.strip())
+            break
+    if not stream:
+        return None
+    m = re.search(r"(\d+(?:\.\d+)?)(k?) fps", stream)
+    rate = Fraction(m[1]) * (1000 if m[2] else 1) if m else fps
+    if fps and abs(rate - fps) <= fps / 1000:  # ffmpeg prints 24000/1001 as 23.98: the source's is exact
+        rate = fps
+    if tags.get("NUMBER_OF_FRAMES", "").isdigit():
+        return int(tags["NUMBER_OF_FRAMES"]), rate, "its header's frame count", container
+    duration, what = _clock(tags.get("DURATION", "")), "its video stream's duration"
+    if duration is None:
+        duration, what = container, "its duration"
+    if not duration or not rate:
+        return None
+    return round(duration * rate), rate, f"{what} {float(duration):.3f} s at {float(rate):.6g} fps", container
+
+
+def short_slack(expected: int, rate: Fraction) -> float:
+    """How many frames fewer than promised pass without a warning: 2 frames, half a second
+    or 1 %, whichever is most (a container's duration also covers audio that runs a little
+    past the video, and durations are rounded)."""
+    return max(2.0, float(rate) / 2, expected / 100)
 
 
 def for_y4m(clip):
@@ -113,8 +242,11 @@ class Progress:
         fill = int(width * done / max(total, 1))
         line = (f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} frames "
                 f"{rate:6.2f} fps  ETA {int(eta) // 60}:{int(eta) % 60:02d}")
-        self.stream.write(line + ("\n" if done >= total else ""))
-        self.stream.flush()
+        try:
+            self.stream.write(line + ("\n" if done >= total else ""))
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr has gone (a closed terminal): go on without a bar
+            self.quiet = True
 
 
 # ---------------------------------------------------------------------- encoding
@@ -126,28 +258,167 @@ def ffmpeg_path() -> str:
     return path
 
 
+PARTIAL = ".vs-vgan-partial-"
+
+
+def partial_path(output: Path, pid: int) -> Path:
+    """The hidden file process ``pid`` writes before renaming it to ``output``:
+    ``.STEM.vs-vgan-partial-PID.SUFFIX`` in the same folder."""
+    return output.with_name(f".{output.stem}{PARTIAL}{pid}{output.suffix}")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # another user's process (EPERM), or no process id at all
+        return False
+    return False
+
+
+def remove_stale_partials(output: Path) -> list[tuple[Path, int]]:
+    """Remove the partial files of ``output`` whose process no longer exists (a run killed
+    by SIGKILL, a crash, a power cut) and return them with their process ids; those of
+    running processes stay.
+    A process id reused since is taken for the living run (the file stays)."""
+    prefix, suffix = f".{output.stem}{PARTIAL}", output.suffix
+    folder = output.parent
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in sorted(names):
+        pid = name[len(prefix):len(name) - len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+        if not pid.isdigit() or int(pid) == os.getpid() or not _process_gone(int(pid)):
+            continue
+        try:
+            os.unlink(folder / name)
+        except FileNotFoundError:  # another run got there first
+            continue
+        except OSError as err:
+            say(f"vs-vgan: can't remove the stale partial file {str(folder / name)!r}: {err.strerror}")
+            continue
+        removed.append((folder / name, int(pid)))
+    return removed
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        if os.path.lexists(path):  # EROFS comes for a file that is not there, too
+            say(f"vs-vgan: can't remove the partial file {str(path)!r}: {err.strerror}")
+
+
 @contextlib.contextmanager
 def _partial(output: Path) -> Iterator[Path]:
-    """A hidden temporary path next to ``output``: renamed to ``output`` when the block
-    ends normally, removed when it raises (or is interrupted)."""
-    tmp = output.with_name(f".{output.stem}.vs-vgan-partial-{os.getpid()}{output.suffix}")
+    """A hidden temporary path next to ``output``, created empty (so that an unwritable
+    folder fails now, with one line): renamed to ``output`` when the block ends normally,
+    removed when it raises (or is interrupted).  Stale partial files of ``output`` left by
+    processes that no longer exist are removed first, each reported on stderr."""
+    for path, pid in remove_stale_partials(output):
+        say(f"vs-vgan: removed the stale partial file {str(path)!r} of process {pid}, which no longer runs")
+    tmp = partial_path(output, os.getpid())
+    try:
+        tmp.open("wb").close()
+    except OSError as err:
+        raise CliError(f"vs-vgan: can't write into the folder of OUTPUT {str(output.parent or '.')!r}: "
+                       f"{err.strerror}") from None
     try:
         yield tmp
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
-    os.replace(tmp, output)
+    try:
+        os.replace(tmp, output)
+    except OSError as err:
+        _discard(tmp)
+        raise CliError(f"vs-vgan: can't rename the finished file to OUTPUT {str(output)!r}: {err.strerror}; "
+                       f"no output written") from None
+
+
+# ffmpeg runs with -loglevel error, so whatever it prints is an error, but not every error
+# spoils OUTPUT: a damaged INPUT's demuxer or decoder complains ("File ended prematurely",
+# "error while decoding MB ...") and ffmpeg goes on.  Fatal are the messages of a failed
+# write, mux or encode of OUTPUT, and the system's disk errors, which ffmpeg 5.1 can print
+# and still exit 0 ("Error writing trailer of X: No space left on device").
+FATAL_FFMPEG = re.compile(
+    r"Error (?:writing trailer|closing file|muxing|writing header)|Error submitting .*(?:muxer|encoder)"
+    r"|av_interleaved_write_frame\(\)|Could not write header|Conversion failed"
+    r"|No space left on device|File too large|Disk quota exceeded|Input/output error|Read-only file system")
+
+# --ffmpeg-args options after which OUTPUT may rightly hold another number of frames.
+FRAME_COUNT_OPTIONS = {"-r", "-vf", "-filter", "-filter_complex", "-lavfi", "-filter_script", "-t", "-to", "-ss",
+                       "-sseof", "-frames", "-vframes", "-fps_mode", "-vsync", "-fs", "-shortest"}
+
+
+def ffmpeg_fatal_lines(stderr: str) -> list[str]:
+    """The lines of ffmpeg's error output that mean OUTPUT was not written in full."""
+    return [line for line in stderr.splitlines() if FATAL_FFMPEG.search(line)]
+
+
+def count_video_frames(path: Path, ffmpeg: str) -> tuple[int, str]:
+    """The frames (packets) of the first video stream of ``path`` and the last thing ffmpeg
+    said reading it (0 and why where it can't be read): a stream copy into the null muxer,
+    which reads the file but decodes nothing."""
+    r = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1",
+                        "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+                       capture_output=True, text=True, errors="replace")
+    counts = re.findall(r"^frame=(\d+)", r.stdout, re.M)
+    said = r.stderr.strip().splitlines()
+    return (int(counts[-1]) if counts and r.returncode == 0 else 0), (said[-1] if said else "")
+
+
+def check_written(tmp: Path, output: Path, ffmpeg: str, stderr: str, expected: int | None) -> None:
+    """Raise CliError unless ffmpeg, exited 0 with ``stderr``, wrote ``expected`` video
+    frames (None: any number) into ``tmp`` without a fatal error; show the other messages
+    as one warning line."""
+    fatal = ffmpeg_fatal_lines(stderr)
+    frames, said = count_video_frames(tmp, ffmpeg) if fatal or expected is not None else (0, "")
+    if fatal or (expected is not None and frames != expected):
+        why = fatal[0] if fatal else said or "no error reported"
+        if said and fatal and not frames:
+            why += f"; the file can't be read back: {said}"
+        wrote = f"{frames} of {expected} frames" if expected is not None else f"{frames} frames"
+        raise CliError(f"vs-vgan: writing OUTPUT {str(output)!r} failed: ffmpeg wrote {wrote} "
+                       f"({why.replace(str(tmp), str(output))}); no output written")
+    others = [line for line in stderr.splitlines() if line.strip()]
+    if others:
+        more = f" (and {len(others) - 1} more lines)" if len(others) > 1 else ""
+        say(f"vs-vgan: warning: ffmpeg said: {others[0].replace(str(tmp), str(output))}{more}")
+
+
+def check_output(source_path: str | None, output: Path, overwrite: bool) -> None:
+    """Refuse an OUTPUT that is INPUT (by any path, symlink or hard link; with --overwrite
+    too), a folder, an existing file without ``overwrite``, or one in a missing folder."""
+    if source_path is not None:
+        try:
+            same = os.path.samefile(source_path, output)
+        except OSError:
+            same = False
+        if same:
+            raise CliError(f"vs-vgan: OUTPUT {str(output)!r} is INPUT {source_path!r} (the same file); "
+                           f"write to another file")
+    if output.is_dir():
+        raise CliError(f"vs-vgan: OUTPUT {str(output)!r} is a folder; name a file")
+    if output.exists() and not overwrite:
+        raise CliError(f"vs-vgan: OUTPUT {str(output)!r} exists; pass --overwrite to replace it", EXIT_EXISTS)
+    if output.parent and not output.parent.exists():
+        raise CliError(f"vs-vgan: the folder of OUTPUT {str(output.parent)!r} does not exist")
 
 
 def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None, preset: str | None,
            audio_codec: str, extra: Sequence[str], overwrite: bool, audio_offset: float = 0.0,
            progress: Callable[[int, int], None] | None = None) -> None:
     """Pipe ``clip`` as y4m into ffmpeg, with INPUT's audio (and subtitles for .mkv)
-    copied, into a temporary file renamed to ``output`` on success."""
-    if output.exists() and not overwrite:
-        raise CliError(f"vs-vgan: OUTPUT {str(output)!r} exists; pass --overwrite to replace it", EXIT_EXISTS)
-    if output.parent and not output.parent.exists():
-        raise CliError(f"vs-vgan: the folder of OUTPUT {str(output.parent)!r} does not exist")
+    copied, into a temporary file renamed to ``output`` on success: when ffmpeg reported
+    no write error and the file holds all of ``clip``'s frames (unless ``extra`` has options
+    that change the frame count)."""
+    check_output(source_path, output, overwrite)
     if Fraction(clip.fps.numerator, clip.fps.denominator) == 0:
         raise CliError("vs-vgan: the result has a variable frame rate, which y4m can't carry; "
                        "make INPUT constant-rate first (or use --fps)")
@@ -165,7 +436,9 @@ def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None,
         if preset:
             cmd += ["-preset", preset]
         cmd += ["-c:a", audio_codec, *extra, str(tmp)]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        # its own process group: Ctrl-C or a hangup reach this process only, which stops
+        # ffmpeg and removes the partial file (rather than racing ffmpeg's own exit)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
         try:
             try:
                 for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)
@@ -180,6 +453,8 @@ def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None,
             if proc.wait() != 0:
                 raise CliError(f"vs-vgan: ffmpeg failed ({proc.returncode}): "
                                f"{err.splitlines()[-1] if err else 'no message'}\n  command: {shlex.join(cmd)}")
+            counted = not any(arg.split(":")[0] in FRAME_COUNT_OPTIONS for arg in extra)
+            check_written(tmp, output, ffmpeg, err, clip.num_frames if counted else None)
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
@@ -226,9 +501,17 @@ def _conversion(a: argparse.Namespace) -> dict[str, Any]:
     return {"factor": a.factor if a.factor is not None else Fraction(2)}
 
 
+def _check_paths(a: argparse.Namespace) -> None:
+    """INPUT and OUTPUT before INPUT is opened (indexing it can take minutes)."""
+    if not Path(a.input).exists():
+        raise CliError(f"vs-vgan: INPUT {a.input!r} does not exist")
+    check_output(a.input, Path(a.output), a.overwrite)
+
+
 def cmd_upconvert(a: argparse.Namespace) -> int:
     import vs_vgan
 
+    _check_paths(a)
     clip = open_source(a.input, a.source)
     speed = {"num_streams": a.num_streams} if a.num_streams is not None else {}
     if a.compile:
@@ -240,6 +523,7 @@ def cmd_upconvert(a: argparse.Namespace) -> int:
 def cmd_extend(a: argparse.Namespace) -> int:
     import vs_vgan
 
+    _check_paths(a)
     clip = open_source(a.input, a.source)
     out = vs_vgan.extend(clip, frames=a.frames, side=a.side, **_node_kwargs(a))
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
@@ -250,6 +534,7 @@ def cmd_extend(a: argparse.Namespace) -> int:
 def cmd_repair(a: argparse.Namespace) -> int:
     import vs_vgan
 
+    _check_paths(a)
     clip = open_source(a.input, a.source)
     kw = _node_kwargs(a)
     if a.predict_model:
@@ -323,9 +608,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
             pipe = subprocess.Popen([vspipe, "-c", "y4m", *progress, *vsargs, str(script), "-"], stdout=subprocess.PIPE)
             enc = subprocess.run([ffmpeg, "-hide_banner", "-v", "error", "-y", "-i", "-", "-c:v", "libx264",
                                   "-crf", "16", "-preset", "medium", "-pix_fmt", "yuv420p", "-f", "matroska",
-                                  str(tmp)], stdin=pipe.stdout)
+                                  str(tmp)], stdin=pipe.stdout, stderr=subprocess.PIPE, text=True, errors="replace")
             pipe.stdout.close()
             rc = pipe.wait() or enc.returncode
+            if rc == 0:
+                check_written(tmp, output, ffmpeg, enc.stderr, None)
+            elif enc.stderr.strip():
+                say(enc.stderr.strip().splitlines()[-1])
         else:
             print("vs-vgan demo: ffmpeg not found, writing raw y4m (apt-get install ffmpeg for H.264 output)",
                   file=sys.stderr)
@@ -419,23 +708,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
 
-    def terminate(signum, frame):  # SIGTERM: the same clean-up as Ctrl-C
+    # SIGTERM and SIGHUP (a closed terminal or ssh connection): the same clean-up as Ctrl-C,
+    # once (a second signal must not cut the clean-up short)
+    stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+
+    def terminate(signum, frame):
+        for s in stops:
+            signal.signal(s, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {s: signal.signal(s, terminate) for s in stops}
     try:
         return a.func(a)
     except CliError as err:
-        print(str(err), file=sys.stderr)
+        say(str(err))
         return err.code
     except (TypeError, ValueError) as err:  # the nodes' argument errors, already worded for users
-        print(f"vs-vgan: {err}", file=sys.stderr)
+        say(f"vs-vgan: {err}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("\nvs-vgan: interrupted; no output written", file=sys.stderr)
+        say("\nvs-vgan: interrupted; no output written")
         return EXIT_INTERRUPTED
+    except OSError as err:  # reading INPUT, writing OUTPUT or its folder: one line, no traceback
+        where = f" {err.filename!r}" if err.filename else ""
+        say(f"vs-vgan: {err.strerror or err}{':' if where else ''}{where}")
+        return EXIT_FAILED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":
