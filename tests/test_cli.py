@@ -87,17 +87,21 @@ def test_output_exists_missing_input_and_missing_ffmpeg_are_clear(tmp_path, monk
     assert not (tmp_path / "new.mkv").exists()
 
 
-def test_an_interrupted_run_leaves_no_output(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_an_interrupted_run_leaves_no_output(tmp_path, sig):
+    """SIGTERM, and SIGHUP (a closed terminal or ssh connection), clean up as Ctrl-C does."""
     src = make_clip(tmp_path / "long.mkv", seconds=20, size="320x240")
     out = tmp_path / "out.mkv"
-    proc = subprocess.Popen([sys.executable, "-m", "vs_vgan", "upconvert", str(src), "-o", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "vs_vgan", "upconvert", str(src), "-o", str(out),
+                             "--device", "cpu"],  # the default network on the CPU: many seconds
                             stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.time() + 60
     while "frames" not in seen and time.time() < deadline:  # wait for the progress bar
         seen += proc.stderr.read(1)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    assert any("partial" in p.name for p in tmp_path.iterdir())  # the conversion is under way
+    proc.send_signal(sig)
     rest = proc.communicate(timeout=60)[1]
     assert proc.returncode == cli.EXIT_INTERRUPTED, rest
     assert "interrupted; no output written" in rest

@@ -142,26 +142,7 @@ def test_a_failed_rename_gives_one_line_and_no_partial_file(tmp_path, monkeypatc
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-# ---------------------------------------------------------------------- 4. hangup, stale partial files
-def test_a_hangup_leaves_no_output(tmp_path):
-    src = make_clip(tmp_path / "long.mkv", seconds=10, size="320x240")
-    out = tmp_path / "out.mkv"
-    proc = subprocess.Popen([sys.executable, "-m", "vs_vgan", "upconvert", str(src), "-o", str(out),
-                             "--device", "cpu"],  # the default network on the CPU: many seconds
-                            stderr=subprocess.PIPE, text=True)
-    seen = ""
-    deadline = time.time() + 60
-    while "frames" not in seen and time.time() < deadline:  # wait for the progress bar
-        seen += proc.stderr.read(1)
-    time.sleep(0.5)
-    assert leftovers(tmp_path) != []  # the conversion is under way
-    proc.send_signal(signal.SIGHUP)
-    rest = proc.communicate(timeout=60)[1]
-    assert proc.returncode == cli.EXIT_INTERRUPTED, rest
-    assert "interrupted; no output written" in rest
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]
-
-
+# ---------------------------------------------------------------------- 4. stale partial files (SIGHUP: test_cli.py)
 def test_stale_partial_files_of_dead_processes_are_removed(tmp_path, capsys):
     src = make_clip(tmp_path / "in.mkv", seconds=0.5)
     out = tmp_path / "out.mkv"
