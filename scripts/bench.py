@@ -203,7 +203,7 @@ def model_only(size: tuple[int, int], device: str, precision: str, iters: int) -
     from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, get_spec, load_model
 
     dev = devices.resolve_device(device, func="bench")
-    dtype = devices.resolve_dtype(precision, device=dev, clip_is_half=False, func="bench")
+    dtype = devices.resolve_dtype(precision, device=dev, func="bench")
     net = load_model(get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="bench"), dev, dtype,
                      func="bench")
     w, h = size
@@ -250,7 +250,7 @@ def machine(device: str, precision: str, ffmpeg: str) -> dict:
         os=platform.platform(), python=platform.python_version(), torch=torch.__version__,
         vapoursynth=str(vs.__version__), vs_vgan=getattr(vs_vgan, "__version__", "?"), ffmpeg=ff,
         plugins=plugins, device=str(dev), device_name=devices.device_name(dev), precision=precision,
-        dtype=str(devices.resolve_dtype(precision, device=dev, clip_is_half=False, func="bench")).replace("torch.", ""),
+        dtype=str(devices.resolve_dtype(precision, device=dev, func="bench")).replace("torch.", ""),
         core_threads=core.num_threads,
         streams=(lanes if dev.type == "cpu" else min(core.num_threads, _CUDA_STREAMS)),
         torch_threads_per_stream=(threads if dev.type == "cpu" else None),

@@ -153,15 +153,28 @@ def test_cpu_plan_fills_the_cores_with_one_thread_per_call():
         assert 1 <= calls <= min(threads, 8) and per_call == 1
 
 
-def test_cpu_interpolate_sets_torch_threads_for_the_core(monkeypatch):
-    from vs_vgan.devices import cpu_plan
+def test_cpu_frames_are_computed_on_one_torch_thread(monkeypatch):
+    """Whatever the script set (torch's count is per thread with OpenMP), each thread that
+    computes frames pins it to one first."""
+    from vs_vgan import devices
 
+    seen = []
+    pin = devices.pin_cpu_threads
+
+    def spy() -> None:
+        pin()
+        seen.append(torch.get_num_threads())
+
+    monkeypatch.setattr(devices, "pin_cpu_threads", spy)
     before = torch.get_num_threads()
     try:
-        vs_vgan.interpolate(moving(vs.RGB24, length=3), model="blend", device="cpu")
-        assert torch.get_num_threads() == cpu_plan(core.num_threads)[1]
+        torch.set_num_threads(2)  # as another plugin might
+        out = vs_vgan.interpolate(moving(vs.RGB24, length=4), model="blend", device="cpu")
+        for f in out.frames():
+            pass
     finally:
         torch.set_num_threads(before)
+    assert seen and set(seen) == {devices.CPU_CALL_THREADS}
 
 
 def test_variable_frame_rate_factor_uses_each_duration():

@@ -15,9 +15,10 @@ import torch
 
 from .errors import type_error, value_error
 
-__all__ = ["resolve_device", "resolve_dtype", "is_cuda", "synchronize", "cpu_cores", "cpu_plan",
+__all__ = ["resolve_device", "resolve_dtype", "synchronize", "cpu_cores", "cpu_plan",
            "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name", "HeapTrimmer",
-           "keep_heap", "pin_cpu_threads", "CPU_CALL_THREADS"]
+           "keep_heap", "pin_cpu_threads", "CPU_CALL_THREADS", "CPU_POLICY_ENV", "cpu_policy_wanted",
+           "apply_cpu_policy"]
 
 log = logging.getLogger("vs_vgan")
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -50,14 +51,13 @@ def resolve_device(device: object, *, func: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def resolve_dtype(precision: object, *, device: torch.device, clip_is_half: bool, func: str) -> torch.dtype:
+def resolve_dtype(precision: object, *, device: torch.device, func: str) -> torch.dtype:
     """The network's precision (frames, warps and blends stay fp32 whatever it is).
 
     ``"auto"``: fp16 on CUDA (measured on the held-out clip: 38.48 dB against fp32's
     38.50), fp32 on the CPU (where fp16 convolutions are slow, and bf16, though 1.4 times
-    as fast on CPUs with native bf16, loses 0.3 to 0.9 dB).  ``clip_is_half`` is kept for
-    callers; it no longer changes the choice.  ``"fp32"``, ``"fp16"`` and ``"bf16"``
-    force one.
+    as fast on CPUs with native bf16, loses 0.3 to 0.9 dB).  ``"fp32"``, ``"fp16"`` and
+    ``"bf16"`` force one.
     """
     accepted = "'auto', 'fp32', 'fp16' or 'bf16'"
     if not isinstance(precision, str):
@@ -68,10 +68,6 @@ def resolve_dtype(precision: object, *, device: torch.device, clip_is_half: bool
     if name not in _PRECISIONS:
         raise value_error(func, "precision", accepted, precision)
     return _PRECISIONS[name]
-
-
-def is_cuda(device: torch.device) -> bool:
-    return device.type == "cuda"
 
 
 def synchronize(device: torch.device) -> None:
@@ -236,15 +232,66 @@ def cpu_plan(core_threads: int, cores: int | None = None) -> tuple[int, int]:
     return max(1, min(int(core_threads), cores)), CPU_CALL_THREADS
 
 
+#: ``0``, ``off``, ``no`` or ``false`` here: nodes leave torch's thread count and glibc's
+#: malloc as they are, unless a node's ``cpu_policy=True`` asks for them.
+CPU_POLICY_ENV = "VS_VGAN_CPU_POLICY"
+_OFF = ("0", "off", "no", "false")
+
+
+def cpu_policy_wanted(cpu_policy: object, *, func: str) -> bool:
+    """A node's ``cpu_policy`` argument: True or False, or None for the environment's
+    :data:`CPU_POLICY_ENV` (on unless it says off)."""
+    if cpu_policy is None:
+        return os.environ.get(CPU_POLICY_ENV, "").strip().lower() not in _OFF
+    if not isinstance(cpu_policy, bool):
+        raise type_error(func, "cpu_policy", "True, False or None (the environment's " + CPU_POLICY_ENV + ")",
+                         cpu_policy)
+    return cpu_policy
+
+
+_policy_lock = threading.Lock()
+_policy_applied = False
+
+
+def apply_cpu_policy() -> None:
+    """vs_vgan's process-wide CPU settings, applied by the first CPU node that wants them
+    (:func:`cpu_policy_wanted`) and logged once at INFO; later calls change nothing, so
+    nodes never undo each other:
+
+    * torch's intra-op threads: :data:`CPU_CALL_THREADS` (the bytes of a frame must not
+      depend on the thread count; the cores are filled by frames side by side), and set
+      again on each thread before it computes (:func:`pin_cpu_threads`);
+    * glibc keeps freed frame-sized memory for reuse (:func:`keep_heap`; not where the
+      environment sets glibc's malloc itself).
+
+    Opting out (``cpu_policy=False`` on every node, or :data:`CPU_POLICY_ENV` off) leaves
+    both as they are: frames then depend on torch's thread count, and a CPU run at 720p
+    is slower by the kernel's paging (:func:`keep_heap`)."""
+    global _policy_applied
+    with _policy_lock:
+        if _policy_applied:
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(CPU_CALL_THREADS)
+        heap = keep_heap()
+        _policy_applied = True
+    log.info("vs_vgan CPU policy (process-wide, once): torch intra-op threads %d -> %d per frame, frames "
+             "computed side by side; glibc malloc %s. Opt out: cpu_policy=False or %s=0",
+             before, CPU_CALL_THREADS,
+             f"keeps blocks up to {HEAP_MMAP_THRESHOLD >> 20} MiB for reuse" if heap
+             else "left as it is (set by the environment, or not glibc)", CPU_POLICY_ENV)
+
+
 _pinned = threading.local()
 _warned_threads: list[int] = []
 
 
 def pin_cpu_threads() -> None:
-    """Before CPU network work on the calling thread: torch's intra-op threads are
-    :data:`CPU_CALL_THREADS`.  Each thread sets them once (torch then also sets the
-    calling thread's OpenMP count), and again, with a warning, if something else in the
-    process (another plugin, the script) changed the process-wide count since."""
+    """Before CPU network work on the calling thread of a node under the CPU policy
+    (:func:`apply_cpu_policy`): torch's intra-op threads are :data:`CPU_CALL_THREADS`.
+    Each thread sets them once (torch then also sets the calling thread's OpenMP count),
+    and again, with a warning, if something else in the process (another plugin, the
+    script) changed the process-wide count since."""
     current = torch.get_num_threads()
     if current == CPU_CALL_THREADS and getattr(_pinned, "done", False):
         return

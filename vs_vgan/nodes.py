@@ -58,6 +58,7 @@ def interpolate(
     scale: float = 1.0,
     num_streams: int | None = None,
     compile: bool = False,
+    cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """Frame-rate conversion with synthesized in-between frames.
 
@@ -96,12 +97,18 @@ def interpolate(
             graphs).  The first frames of each size are slow while it compiles (tens of
             seconds); where it can't compile (no C++ compiler or Triton), a warning is
             logged and the network runs as without it.
+        cpu_policy: on the CPU, apply vs_vgan's process-wide settings
+            (:func:`vs_vgan.devices.apply_cpu_policy`: one torch thread per frame, so that
+            the bytes don't depend on the thread count, and glibc keeping freed memory for
+            reuse), logged once at INFO.  None: on unless the environment variable
+            ``VS_VGAN_CPU_POLICY`` is ``0``/``off``; False leaves torch's threads and
+            glibc's malloc as they are (frames may then depend on the thread count).
 
     Work is spread over the cores (or the GPU's streams) as VapourSynth allows: one
     ModifyFrame instance's Python callback never runs on two threads at once, so the
     output frames are dealt out, a source pair's frames at a time, to ``num_streams``
-    parallel instances.  On the CPU each frame is computed on one torch thread (set
-    process-wide), so that the bytes do not depend on the thread or core count.  YUV and GRAY clips are warped and
+    parallel instances.  On the CPU each frame is computed on one torch thread (the CPU
+    policy), so that the bytes do not depend on the thread or core count.  YUV and GRAY clips are warped and
     blended in their own planes, each at its resolution; RGB clips as RGB.
 
     Returns:
@@ -132,8 +139,8 @@ def interpolate(
         raise type_error(func, "compile", "True or False", compile)
     core = vs.core
     calls = min(core.num_threads, num_streams or core.num_threads)  # callbacks that can run at once
-    spec, dev, dtype, net = _network(func, clip, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
-                                     device, precision, scale, compile=compile, core_threads=calls)
+    spec, dev, dtype, net, policy = _network(func, clip, model, "interpolate", DEFAULT_INTERPOLATION_MODEL,
+                                             device, precision, scale, cpu_policy, compile=compile)
 
     timeline = Timeline(clip.num_frames, ratio, src_fps)
     # Aligned neighbours: [left, right] and, for a variable-rate clip whose output frames
@@ -153,7 +160,7 @@ def interpolate(
         net=net, spec=spec, timeline=timeline, device=dev, dtype=dtype,
         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev),  # frames in fp32; the network in dtype
         cache_size=min(8, core.num_threads + 2) + 2 * lanes, has_cut_clip=cut_clip is not None,
-        variable_rate=src_fps == 0, scale=float(scale),
+        variable_rate=src_fps == 0, scale=float(scale), cpu_policy=policy,
     )
     clips = aligned[:2] + ([cut_clip] if cut_clip is not None else []) + aligned[2:]
     log.debug("interpolate: %r, model %s on %s (%s), %d lane(s)", timeline, spec.name, dev, dtype, lanes)
@@ -224,13 +231,13 @@ def _check_scene_args(func: str, scene_detect: object, scene_threshold: object) 
 
 
 def _network(func: str, clip: vs.VideoNode, model: object, task: str, default: str, device: object,
-             precision: object, scale: object, *, compile: bool = False,
-             core_threads: int | None = None) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module]:
-    """Check ``scale`` (against the clip's frame size too), resolve model, device and
-    precision, load the network (through
-    ``torch.compile`` when ``compile``) and, on the CPU, set torch's threads for
-    ``core_threads`` parallel calls (default ``core.num_threads``; see :func:`_use_cpu_plan`)
-    and have glibc keep freed memory for reuse (:func:`devices.keep_heap`)."""
+             precision: object, scale: object, cpu_policy: object, *,
+             compile: bool = False) -> tuple[ModelSpec, torch.device, torch.dtype, torch.nn.Module, bool]:
+    """Check ``scale`` (against the clip's frame size too) and ``cpu_policy``, resolve
+    model, device and precision, load the network (through ``torch.compile`` when
+    ``compile``) and, on the CPU, apply the CPU policy where it is wanted
+    (:func:`devices.apply_cpu_policy`).  The last item: whether the node's CPU work pins
+    torch's threads."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
     if float(scale) not in (1.0, 0.5, 0.25):
@@ -240,22 +247,19 @@ def _network(func: str, clip: vs.VideoNode, model: object, task: str, default: s
         fits = " or ".join(str(s) for s in (1.0, 0.5) if side * s >= 1)
         raise value_error(func, "scale", f"{fits} for {clip.width}x{clip.height} frames (the motion analysis "
                           f"at {float(scale)} needs frames of at least {round(1 / float(scale))} pixels a side)", scale)
-    fmt = clip.format
+    policy = devices.cpu_policy_wanted(cpu_policy, func=func)
     spec = get_spec(default if model is None else model, task=task, func=func)
     dev = devices.resolve_device(device, func=func)
-    dtype = devices.resolve_dtype(
-        precision, device=dev, clip_is_half=(fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16), func=func
-    )
+    dtype = devices.resolve_dtype(precision, device=dev, func=func)
     net = load_model(spec, dev, dtype, func=func)
-    if dev.type == "cpu":
-        _use_cpu_plan(vs.core.num_threads if core_threads is None else core_threads)
-        if devices.keep_heap():  # frame-sized tensors reuse memory instead of paging it in
-            log.debug("glibc malloc: blocks up to %d MiB kept in its heaps", devices.HEAP_MMAP_THRESHOLD >> 20)
+    policy = policy and dev.type == "cpu"
+    if policy:
+        devices.apply_cpu_policy()
     if float(scale) != 1.0 and not hasattr(net, "modulo_for"):
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
     if compile:
         net = CompiledNetwork(net, func=func)
-    return spec, dev, dtype, net
+    return spec, dev, dtype, net, policy
 
 
 # ---------------------------------------------------------------------- graph helpers
@@ -345,37 +349,27 @@ def _is_cut(left: vs.VideoFrame, right: vs.VideoFrame, cuts: vs.VideoFrame | Non
 
 
 # ---------------------------------------------------------------------- the callback
+_CPU_CORES = threading.BoundedSemaphore(devices.cpu_cores())
+
+
 class _CpuSlot:
-    """Held by CPU network work and frame conversions: one per core, and torch's threads
-    pinned (:func:`devices.pin_cpu_threads`) on the thread that holds it.
+    """Held by CPU network work and frame conversions: one of the process's slots, one per
+    core, shared by every node (with one torch thread per call that keeps the cores busy
+    and never oversubscribed, however many threads VapourSynth runs and however many
+    nodes a script has); with ``pin``, torch's threads pinned on the thread that holds it
+    (:func:`devices.pin_cpu_threads`, the CPU policy)."""
 
-    With one torch thread per call that keeps the cores busy and never oversubscribed,
-    however many threads VapourSynth runs and however many nodes a script has, and the
-    output independent of both."""
-
-    def __init__(self, cores: int) -> None:
-        self._slots = threading.BoundedSemaphore(cores)
+    def __init__(self, pin: bool) -> None:
+        self.pin = pin
 
     def __enter__(self) -> "_CpuSlot":
-        self._slots.acquire()
-        devices.pin_cpu_threads()
+        _CPU_CORES.acquire()
+        if self.pin:
+            devices.pin_cpu_threads()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._slots.release()
-
-
-_CPU_SLOTS = _CpuSlot(devices.cpu_cores())
-
-
-def _use_cpu_plan(core_threads: int) -> None:
-    """Set torch's intra-op threads (process-wide) when a CPU node is made, as its calls
-    will (:func:`devices.pin_cpu_threads`)."""
-    _, threads = devices.cpu_plan(core_threads)
-    if torch.get_num_threads() != threads:
-        log.debug("cpu plan: torch intra-op threads %d -> %d for %d VapourSynth threads",
-                  torch.get_num_threads(), threads, core_threads)
-        torch.set_num_threads(threads)
+        _CPU_CORES.release()
 
 
 class _ComputeCache:
@@ -430,9 +424,9 @@ class _Interpolator:
 
     def __init__(self, *, net: torch.nn.Module, spec: ModelSpec, timeline: Timeline, device: torch.device,
                  dtype: torch.dtype, bridge: FrameBridge, cache_size: int, has_cut_clip: bool,
-                 variable_rate: bool, scale: float = 1.0) -> None:
+                 variable_rate: bool, scale: float = 1.0, cpu_policy: bool = True) -> None:
         self.net = net
-        self.slot = _CPU_SLOTS if device.type == "cpu" else contextlib.nullcontext()
+        self.slot = _CpuSlot(pin=cpu_policy) if device.type == "cpu" else contextlib.nullcontext()
         self.cuda = device.type == "cuda"
         self.scale = scale
         # models with prepare/pair pad inside and take frames of any size; others are

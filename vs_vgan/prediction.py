@@ -41,18 +41,18 @@ class _Step(NamedTuple):
 
 
 def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
-            scale: object, task: str = "predict") -> _Interpolator:
+            scale: object, cpu_policy: object, task: str = "predict") -> _Interpolator:
     """The frame bridge, caches and network of a prediction (or, for repair's gaps,
     interpolation) node, as :class:`_Interpolator` holds them for ``interpolate``."""
     fmt = check_format(clip, func=func)
     default = DEFAULT_PREDICTION_MODEL if task == "predict" else DEFAULT_INTERPOLATION_MODEL
-    spec, dev, dtype, net = _network(func, clip, model, task, default, device, precision, scale)
+    spec, dev, dtype, net, policy = _network(func, clip, model, task, default, device, precision, scale, cpu_policy)
     if task == "predict" and not hasattr(net, "predict_state"):
         raise value_error(func, "model", "a prediction model (task 'predict')", spec.name)
     return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
                          bridge=FrameBridge(fmt, clip.width, clip.height, device=dev),  # frames in fp32; the network in dtype
                          cache_size=min(8, vs.core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
-                         scale=float(scale))
+                         scale=float(scale), cpu_policy=policy)
 
 
 def _lagged(clip: vs.VideoNode, j: int) -> vs.VideoNode:
@@ -70,6 +70,7 @@ def predict(
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float = 1.0,
+    cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """Each frame predicted from the two before it (a building block, and for measuring).
 
@@ -78,14 +79,14 @@ def predict(
     detector, as in :func:`vs_vgan.interpolate`) the context holds no motion of the new
     scene and frame ``n - 1`` is repeated.  Same length, rate, format and props (each
     frame keeps its own) as ``clip``.  ``model``: a registered prediction model or a
-    :class:`~vs_vgan.models.ModelSpec`; the other arguments are those of
-    :func:`vs_vgan.interpolate`.
+    :class:`~vs_vgan.models.ModelSpec`; the other arguments (``cpu_policy`` too) are
+    those of :func:`vs_vgan.interpolate`.
     """
     func = "predict"
     if not isinstance(clip, vs.VideoNode):
         raise type_error(func, "clip", "a vapoursynth.VideoNode", clip)
     _check_scene_args(func, scene_detect, scene_threshold)
-    runner = _runner(func, clip, model, device, precision, scale)
+    runner = _runner(func, clip, model, device, precision, scale, cpu_policy)
     if clip.num_frames <= CONTEXT:
         return clip
     clips = [_lagged(clip, 2), _lagged(clip, 1)]
@@ -205,6 +206,7 @@ def extend(
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float = 1.0,
+    cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """``clip`` with ``frames`` predicted frames appended at the ``"end"``, the
     ``"start"`` (predicted backwards in time) or ``"both"``.
@@ -228,7 +230,7 @@ def extend(
     if clip.num_frames < CONTEXT:
         raise value_error(func, "clip", f"at least {CONTEXT} frames long (the context of a prediction)", clip)
     _check_scene_args(func, scene_detect, scene_threshold)
-    runner = _runner(func, clip, model, device, precision, scale)
+    runner = _runner(func, clip, model, device, precision, scale, cpu_policy)
     if frames == 0:
         return clip
     out = clip
@@ -236,7 +238,7 @@ def extend(
         out = out + _predicted(clip, runner, frames, forward=True, scene_detect=scene_detect,
                                threshold=float(scene_threshold))
     if side in ("start", "both"):
-        out = _predicted(clip, _runner(func, clip, model, device, precision, scale), frames, forward=False,
+        out = _predicted(clip, _runner(func, clip, model, device, precision, scale, cpu_policy), frames, forward=False,
                          scene_detect=scene_detect, threshold=float(scene_threshold)) + out
     return out
 
@@ -324,6 +326,7 @@ def repair(
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float = 1.0,
+    cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """``clip`` with bad frames rebuilt at their own time position; length, rate, props
     and durations unchanged.
@@ -361,8 +364,8 @@ def repair(
     _check_scene_args(func, scene_detect, scene_threshold)
     if n_frames < 2:
         raise value_error(func, "clip", "at least 2 frames long", clip)
-    interp = _runner(func, clip, model, device, precision, scale, task="interpolate")
-    pred = _runner(func, clip, predict_model, device, precision, scale)
+    interp = _runner(func, clip, model, device, precision, scale, cpu_policy, task="interpolate")
+    pred = _runner(func, clip, predict_model, device, precision, scale, cpu_policy)
     if not listed and not duplicates:
         return clip
     width = max_run + 2
