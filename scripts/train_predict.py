@@ -13,17 +13,24 @@ predicted from (i, i+g), then i+3g from (i+g, that prediction) (weight w_rollout
 ``vs_vgan.extend`` can feed predictions back without drifting.  A reconstruction warm-up is
 followed by the adversarial phase, with the temporal discriminator judging (context,
 context, candidate).  Everything else (``--set``, checkpoints, signals, ``--minutes``,
-``--export``) is scripts/train_interp.py's; settings are TrainConfig's with the
-prediction defaults of ``train_interp.PREDICT_DEFAULTS``.
+``--export``, held-out validation clips) is scripts/train_interp.py's; settings are
+TrainConfig's with the prediction defaults of ``vs_vgan.train.config.PREDICT_DEFAULTS``.
+The command line is vs_vgan.train.command.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # a checkout without `pip install -e .`
 
-import train_interp  # noqa: E402
+from vs_vgan.train.command import main as command  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command(argv, task="predict", doc=__doc__, out=ROOT / "runs" / "predict")
+
 
 if __name__ == "__main__":
-    sys.exit(train_interp.main(task="predict", doc=__doc__))
+    sys.exit(main())

@@ -224,3 +224,89 @@ def test_a_huge_factor_is_one_line_and_exit_1(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "factor must be at most 2147483647/6 for a 6-frame clip" in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == [src]
+    r = run("info", str(src), "--factor", "1000000000")  # the same limit, from the same Timeline rule
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "vs-vgan: vs_vgan.info: factor must be at most 2147483647/6 for a 6-frame clip"), r.stderr
+
+
+# ---------------------------------------------------------------------- 6. a bug keeps its traceback
+BROKEN = """import sys, vs_vgan
+from vs_vgan import cli
+def broken(*args, **kwargs):
+    raise {exc}
+{target} = broken
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("exc", ["ValueError('operands could not be broadcast')", "TypeError('unhashable type')",
+                                 "KeyError('_Matrix')", "OSError('not the system speaking')",
+                                 "ValueError('vs_vgan is fine, this is not its message')"])
+def test_an_internal_error_keeps_its_traceback(tmp_path, exc):
+    """A node failing with an error that is not one of vs_vgan's user messages is a bug:
+    Python's traceback on stderr, exit 1, and still no OUTPUT."""
+    src = make_clip(tmp_path / "in.mkv", seconds=0.25)
+    out = tmp_path / "out.mkv"
+    code = BROKEN.format(exc=exc, target="vs_vgan.interpolate")
+    r = subprocess.run([sys.executable, "-c", code, "upconvert", str(src), "-o", str(out), "--model", "blend",
+                        "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback (most recent call last)" in r.stderr and "in broken" in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(exc.split("(")[0]), r.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_bug_while_encoding_keeps_its_traceback_and_removes_the_partial_file(tmp_path):
+    src = make_clip(tmp_path / "in.mkv", seconds=0.25)
+    out = tmp_path / "out.mkv"
+    code = BROKEN.format(exc="ValueError('a bug in the frame check')", target="cli.check_written")
+    r = subprocess.run([sys.executable, "-c", code, "upconvert", str(src), "-o", str(out), "--model", "blend",
+                        "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "a bug in the frame check" in r.stderr, r.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_user_errors_stay_one_line_in_process(tmp_path, monkeypatch, capsys):
+    import vs_vgan
+    from vs_vgan.errors import type_error, value_error
+
+    src = make_clip(tmp_path / "in.mkv", seconds=0.25)
+    args = ["upconvert", str(src), "-o", str(tmp_path / "out.mkv"), "--model", "blend", "--quiet"]
+    for err in (value_error("interpolate", "scale", "1.0, 0.5 or 0.25", 0.3),
+                type_error("interpolate", "scene_threshold", "a number in (0, 1]", "high"),
+                FileNotFoundError("vs_vgan.interpolate: the weights file of model 'x' must exist; got a missing "
+                                  "file /x"),
+                PermissionError(13, "Permission denied", "/some/where/out.mkv")):
+        def fail(*a, err=err, **k):
+            raise err
+
+        monkeypatch.setattr(vs_vgan, "interpolate", fail)
+        assert cli.main(args) == cli.EXIT_FAILED
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("vs-vgan: "), lines
+    assert lines == ["vs-vgan: Permission denied: '/some/where/out.mkv'"]
+
+    def bug(*a, **k):
+        raise ValueError("an internal shape mismatch")
+
+    monkeypatch.setattr(vs_vgan, "interpolate", bug)
+    with pytest.raises(ValueError, match="an internal shape mismatch"):
+        cli.main(args)
+
+
+def test_which_errors_are_the_users():
+    from vs_vgan.errors import value_error
+
+    line = cli.user_error_line
+    assert line(value_error("extend", "frames", "an int >= 0", -1)) == \
+        "vs-vgan: vs_vgan.extend: frames must be an int >= 0; got -1"
+    assert line(ValueError("vs_vgan.train.data.find_videos: root must be an existing folder; got 'x'"))
+    assert line(cli.CliError("vs-vgan: OUTPUT 'x' exists", cli.EXIT_EXISTS)) == "vs-vgan: OUTPUT 'x' exists"
+    assert line(OSError(28, "No space left on device")) == "vs-vgan: No space left on device"
+    assert line(BrokenPipeError(32, "Broken pipe")) == "vs-vgan: Broken pipe"
+    assert line(IsADirectoryError(21, "Is a directory", "/tmp")) == "vs-vgan: Is a directory: '/tmp'"
+    for bug in (ValueError("bad"), TypeError("unsupported operand"), KeyError("x"), RuntimeError("CUDA"),
+                OSError("no errno"), ValueError("vs_vgan: no function named"), AttributeError("x")):
+        assert line(bug) is None, bug

@@ -86,22 +86,23 @@ def test_train_predict_script_end_to_end(tmp_path):
     """scripts/train_predict.py on a tiny data folder: init from a file, both phases, resume, export."""
     from safetensors.torch import save_file
 
-    script = load_script("train_interp")
+    script = load_script("train_predict")
     data = tmp_path / "data"
     data.mkdir()
     write_webp(data / "clip.webp", moving_frames(10, width=64, height=56))
+    write_webp(data / "held.webp", moving_frames(10, width=64, height=56)[::-1])  # validation's
     init = tmp_path / "init.safetensors"
     kwargs = {"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4}
     save_file(seeded_state_dict(FlowInterpolator(**kwargs), 1), str(init))
-    sets = ["--set", f"model={json.dumps(kwargs)}", *TINY_TRAIN_SETS]
+    sets = ["--set", f"model={json.dumps(kwargs)}", *TINY_TRAIN_SETS, "--set", "val_clips=1"]
     out = tmp_path / "run"
     threads = torch.get_num_threads()
     try:
         argv = ["--data", str(data), "--out", str(out), "--until", "3", "--threads", "1", "--init", str(init), *sets]
-        assert script.main(argv, task="predict") == 0
+        assert script.main(argv) == 0
         ckpt = torch.load(out / "last.pt", weights_only=True)
         assert ckpt["step"] == 3 and ckpt["config"]["task"] == "predict"
-        assert script.main(["--resume", str(out / "last.pt"), "--out", str(out), "--threads", "1"], task="predict") == 0
+        assert script.main(["--resume", str(out / "last.pt"), "--out", str(out), "--threads", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

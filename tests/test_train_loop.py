@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from conftest import TINY_TRAIN_SETS, load_script, moving_frames, write_webp
 from vs_vgan.models import ModelSpec, load_model
+from vs_vgan.train import loop
 from vs_vgan.train.config import TrainConfig
 from vs_vgan.train.loop import Trainer, d_step, export_weights, g_step, lr_at, train
 
@@ -108,6 +110,55 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("failing", ["evaluate", "save"])
+def test_a_failed_step_propagates_as_itself_when_the_last_checkpoint_fails_too(tmp_path, monkeypatch, caplog, failing):
+    """The checkpoint written on the way out (its save, or the evaluation after it) fails
+    as well: logged and noted on the step's exception, which is the one raised."""
+    tr = Trainer(tiny_config())
+
+    def batches(rng):
+        if tr.step == 2:
+            raise RuntimeError("step 2 broke")
+        return make_batch(rng)
+
+    def broken(*args, **kwargs):
+        raise ValueError(f"{failing} broke")
+
+    if failing == "evaluate":
+        monkeypatch.setattr(loop, "evaluate", broken)
+    else:
+        monkeypatch.setattr(Trainer, "save", broken)
+    with caplog.at_level(logging.ERROR, logger="vs_vgan.train"):
+        with pytest.raises(RuntimeError, match="step 2 broke") as info:
+            train(tr, batches, tmp_path, val_batches=[make_batch(np.random.default_rng(9))])
+    assert any(f"ValueError: {failing} broke" in note for note in info.value.__notes__)
+    assert f"{failing} broke" in caplog.text and "RuntimeError at step 2" in caplog.text
+    if failing == "evaluate":  # the checkpoint itself was saved before the evaluation failed
+        assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_an_interrupt_is_checkpointed_and_stays_an_interrupt(tmp_path):
+    tr = Trainer(tiny_config())
+
+    def batches(rng):
+        if tr.step == 1:
+            raise KeyboardInterrupt
+        return make_batch(rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tr, batches, tmp_path, val_batches=[make_batch(np.random.default_rng(9))])
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1 and "val_psnr" in rows[-1]
+
+
+def test_a_failed_evaluation_after_a_good_run_is_raised(tmp_path, monkeypatch):
+    """Without an earlier failure, the last checkpoint's own failure is the error."""
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: (_ for _ in ()).throw(ValueError("evaluation broke")))
+    with pytest.raises(ValueError, match="evaluation broke"):
+        train(Trainer(tiny_config()), make_batch, tmp_path, until=1, val_batches=[make_batch(np.random.default_rng(9))])
+
+
 def test_resume_refuses_another_architecture(tmp_path):
     tr = Trainer(tiny_config())
     tr.save(tmp_path / "c.pt")
@@ -137,7 +188,9 @@ def test_train_script_runs_end_to_end_on_real_files(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     write_webp(data / "clip.webp", moving_frames(8, width=64, height=56))
-    sets = ["--set", 'model={"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4}', *TINY_TRAIN_SETS]
+    write_webp(data / "held.webp", moving_frames(8, width=64, height=56)[::-1])  # validation's
+    sets = ["--set", 'model={"channels": [4, 8], "radius": [0, 1], "stem": 2, "synth": 4}', *TINY_TRAIN_SETS,
+            "--set", "val_clips=1"]
     out = tmp_path / "run"
     threads = torch.get_num_threads()
     try:

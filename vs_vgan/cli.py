@@ -30,7 +30,8 @@ gets a one-line warning on stderr: it may be truncated (the run goes on).
 
 Exit codes: 0 done; 1 failed (unreadable input, bad value, encoder or write error, OUTPUT
 is INPUT); 2 wrong usage; 3 a missing tool (ffmpeg, the source plugin); 4 OUTPUT exists
-(pass --overwrite); 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
+(pass --overwrite); 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).  A failure the user can act
+on is one line on stderr; anything else is a bug in vs_vgan and keeps its traceback (exit 1).
 """
 from __future__ import annotations
 
@@ -58,6 +59,36 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+#: How vs_vgan's messages for the user begin: "vs_vgan.<func>: <arg> must be ...; got ..."
+#: (vs_vgan.errors' helpers, the weights loader, timing).
+USER_ERROR_PREFIX = re.compile(r"vs_vgan(?:\.[A-Za-z_]\w*)+: ")
+
+
+def user_error_line(err: BaseException) -> str | None:
+    """The one line to show for a failure the user can act on, or None for a bug in vs_vgan
+    (whose traceback must be kept).
+
+    * CliError: its message.
+    * TypeError, ValueError or OSError (FileNotFoundError for a missing weights file)
+      whose message starts with ``vs_vgan.<func>: ``: the nodes' argument errors, the
+      loader's and timing's, worded for users.
+    * An OSError the system raised (it carries an errno): a path that can't be read or
+      written, a full disk, a closed pipe.  The line gives the system's reason and the path
+      it names.  An OSError raised by code without an errno is not the system's word, so it
+      keeps its traceback.
+
+    Everything else (a plain ValueError, TypeError, KeyError, RuntimeError, ...) is a bug.
+    """
+    if isinstance(err, CliError):
+        return str(err)
+    if isinstance(err, (TypeError, ValueError, OSError)) and USER_ERROR_PREFIX.match(str(err)):
+        return f"vs-vgan: {err}"
+    if isinstance(err, OSError) and err.errno is not None:
+        where = f" {err.filename!r}" if err.filename else ""
+        return f"vs-vgan: {err.strerror or err}{':' if where else ''}{where}"
+    return None
 
 
 def say(line: str) -> None:
@@ -539,7 +570,9 @@ def cmd_repair(a: argparse.Namespace) -> int:
     kw = _node_kwargs(a)
     if a.predict_model:
         kw["predict_model"] = a.predict_model
-    out = vs_vgan.repair(clip, frames=a.frames, duplicates=a.duplicates, threshold=a.threshold, **kw)
+    if a.threshold is not None:
+        kw["threshold"] = a.threshold
+    out = vs_vgan.repair(clip, frames=a.frames, duplicates=a.duplicates, **kw)
     return _encode(a, out, f"repair {Path(a.input).name}")
 
 
@@ -553,17 +586,15 @@ def _encode(a: argparse.Namespace, out, label: str, audio_offset: float = 0.0) -
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from .timing import resolve_ratio
+    from .timing import Timeline, resolve_ratio
 
     clip = open_source(a.input, a.source)
     info = {"input": describe(clip)}
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     if a.fps is not None or a.factor is not None:
-        try:
-            ratio, out_fps = resolve_ratio(src_fps, func="info", **_conversion(a))
-        except (TypeError, ValueError) as err:
-            raise CliError(f"vs-vgan: {err}") from None
-        frames = -(-clip.num_frames * ratio.numerator // ratio.denominator)
+        # its errors (a rate or an output length VapourSynth can't hold) are main's one line
+        ratio, out_fps = resolve_ratio(src_fps, func="info", num_frames=clip.num_frames, **_conversion(a))
+        frames = Timeline(clip.num_frames, ratio, src_fps).num_frames
         info["output"] = dict(frames=frames, fps=str(out_fps) if out_fps else "variable", ratio=str(ratio))
     print(json.dumps(info, indent=1) if a.json else _info_text(info))
     return EXIT_OK
@@ -678,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--frames", type=_frame_list, help="frame numbers to rebuild, comma separated")
     p.add_argument("--duplicates", action="store_true", help="find and rebuild frames repeating their predecessor")
-    p.add_argument("--threshold", type=float, default=0.002, help="duplicate threshold (mean abs luma difference)")
+    p.add_argument("--threshold", type=float, help="duplicate threshold, the mean absolute luma difference "
+                   "(default: vs_vgan.repair's, 0.002)")
     p.add_argument("--model", help="interpolation model")
     p.add_argument("--predict-model", help="prediction model (where no good frame follows)")
     p.set_defaults(func=cmd_repair)
@@ -723,15 +755,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         say(str(err))
         return err.code
-    except (TypeError, ValueError) as err:  # the nodes' argument errors, already worded for users
-        say(f"vs-vgan: {err}")
-        return EXIT_FAILED
     except KeyboardInterrupt:
         say("\nvs-vgan: interrupted; no output written")
         return EXIT_INTERRUPTED
-    except OSError as err:  # reading INPUT, writing OUTPUT or its folder: one line, no traceback
-        where = f" {err.filename!r}" if err.filename else ""
-        say(f"vs-vgan: {err.strerror or err}{':' if where else ''}{where}")
+    except (TypeError, ValueError, OSError) as err:
+        line = user_error_line(err)
+        if line is None:  # a bug: the traceback goes to stderr and the exit code is 1
+            raise
+        say(line)
         return EXIT_FAILED
     finally:
         for s, handler in previous.items():

@@ -440,7 +440,12 @@ def repair(
             pred.write(out, fout)
         return fout
 
-    return vs.core.std.ModifyFrame(clip, clips=[clip, *window], selector=select)
+    # frames side by side on the CPU's cores, as interpolate's and predict's (the caches and
+    # roll-outs are shared, and locked where they are filled)
+    lanes = devices.cpu_plan(vs.core.num_threads)[0] if pred.device.type == "cpu" else 1
+    if lanes == 1:
+        return vs.core.std.ModifyFrame(clip, clips=[clip, *window], selector=select)
+    return _in_lanes(clip, [clip, *window], select, lanes, block=1)
 
 
 def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:

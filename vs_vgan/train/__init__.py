@@ -1,1 +1,3 @@
-"""Training: losses, discriminator, d_step/g_step, datasets and TrainConfig; imports without VapourSynth."""
+"""Training: losses, discriminator, d_step/g_step, datasets, TrainConfig and the training command
+line (``command``, behind scripts/train_interp.py and scripts/train_predict.py); imports without
+VapourSynth."""

@@ -1,25 +1,65 @@
-"""TrainConfig: every setting of an interpolation training run, frozen and saved in each checkpoint."""
+"""TrainConfig: every setting of a training run, frozen all the way down and saved in each checkpoint.
+
+The defaults are those of the run that made the shipped interpolation model; a prediction
+run changes the settings in :data:`PREDICT_DEFAULTS` (:meth:`TrainConfig.for_task`).  The
+generator's size is not repeated here: ``model`` defaults to the kwargs of the shipped
+model of the run's task in :data:`vs_vgan.models.registry.REGISTRY`.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-__all__ = ["TrainConfig"]
+from ..models.registry import REGISTRY, TASKS
+
+__all__ = ["TrainConfig", "SHIPPED_MODEL", "INIT_MODEL", "PREDICT_DEFAULTS"]
+
+#: The registered model each task's run trains: ``model`` defaults to its spec's kwargs
+#: (the predictor is fine-tuned from the interpolator's weights, so the two share them).
+SHIPPED_MODEL: Mapping[str, str] = MappingProxyType({"interpolate": "vgan-flow-v1", "predict": "vgan-predict-v1"})
+
+#: The registered model whose weights a new run of each task starts from (absent: random).
+INIT_MODEL: Mapping[str, str] = MappingProxyType({"predict": "vgan-flow-v1"})
+
+#: Settings of a prediction run where TrainConfig's defaults are the interpolation run's:
+#: a fine-tuning of the interpolation weights.
+PREDICT_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "steps": 6000, "warmup_steps": 4500, "lr_g": 2e-4, "lr_min": 1e-5, "lr_ramp": 100,
+    "w_flow_aux": 0.02, "flow_aux_steps": 2000, "p_synthetic": 0.0,
+})
 
 
-TASKS = ("interpolate", "predict")
+def _freeze(value: Any) -> Any:
+    """Mappings become read-only MappingProxyType and lists tuples, recursively."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """The JSON form of a frozen value: dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # "interpolate": FlowInterpolator on triplets; "predict": FlowPredictor on frame sequences
     task: str = "interpolate"
-    # generator keyword arguments (vs_vgan.models.flownet.FlowInterpolator / prednet.FlowPredictor)
-    model: dict = field(default_factory=lambda: {"channels": [16, 32, 48, 64], "radius": [0, 2, 3, 4], "stem": 4, "synth": 24})
+    # generator keyword arguments (vs_vgan.models.flownet.FlowInterpolator / prednet.FlowPredictor);
+    # None: the kwargs of SHIPPED_MODEL[task] in the registry
+    model: Mapping[str, Any] | None = None
     # discriminator (vs_vgan.train.discriminator.TemporalDiscriminator)
-    disc: dict = field(default_factory=lambda: {"channels": 32, "layers": 3, "scales": 2})
+    disc: Mapping[str, Any] = MappingProxyType({"channels": 32, "layers": 3, "scales": 2})
     seed: int = 0
     steps: int = 20000            # total generator steps
     warmup_steps: int = 15500     # reconstruction only; the adversarial phase follows
@@ -29,7 +69,7 @@ class TrainConfig:
     lr_d: float = 2e-4
     lr_min: float = 2e-5          # cosine decay of lr_g to this at `steps`
     lr_ramp: int = 300            # linear learning-rate ramp at the start
-    betas: tuple = (0.9, 0.99)
+    betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -57,6 +97,12 @@ class TrainConfig:
     # (i, i+g), then i+3g from (i+g, its own prediction), weighted w_rollout (0: one step only)
     max_gap: int = 2
     w_rollout: float = 0.5
+    # validation: val_clips whole clips of the training videos (chosen by val_seed, see
+    # vs_vgan.train.data.split_clips) are held out of training and give val_batches fixed
+    # batches; 0: no validation
+    val_clips: int = 8
+    val_seed: int = 0
+    val_batches: int = 4
     # bookkeeping
     checkpoint_seconds: float = 300.0
     log_every: int = 50
@@ -64,6 +110,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"TrainConfig: task must be one of {TASKS}; got {self.task!r}")
+        if self.model is None:
+            object.__setattr__(self, "model", REGISTRY[SHIPPED_MODEL[self.task]].kwargs)
+        for f in dataclasses.fields(self):  # nothing mutable inside: mappings and lists frozen
+            object.__setattr__(self, f.name, _freeze(getattr(self, f.name)))
         if self.adv_loss not in ("hinge", "rahinge"):
             raise ValueError(f"TrainConfig: adv_loss must be 'hinge' or 'rahinge'; got {self.adv_loss!r}")
         if not 0 <= self.warmup_steps <= self.steps:
@@ -72,20 +122,36 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: batch >= 1 and crop >= 16 needed; got {self.batch}, {self.crop}")
         if not 0.0 <= self.p_synthetic <= 1.0:
             raise ValueError(f"TrainConfig: p_synthetic must be in [0, 1]; got {self.p_synthetic}")
+        if self.val_clips < 0 or self.val_batches < 1:
+            raise ValueError(f"TrainConfig: val_clips >= 0 and val_batches >= 1 needed; "
+                             f"got {self.val_clips}, {self.val_batches}")
+
+    def __hash__(self) -> int:  # mappings inside: hash the JSON form
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __reduce__(self):  # pickle and deepcopy through the JSON form (a mappingproxy can't be pickled)
+        return type(self).from_dict, (self.to_dict(),)
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The settings as JSON types (dicts, lists), as checkpoints store them."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """The config of ``data`` (e.g. a checkpoint's ``config``); missing settings take
+        their defaults, so checkpoints of older versions load."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"TrainConfig: unknown settings {unknown}")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+    @classmethod
+    def for_task(cls, task: str, changes: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """A new run's config: the defaults of ``task`` (for "predict", PREDICT_DEFAULTS
+        over TrainConfig's), then ``changes``."""
+        base = dict(PREDICT_DEFAULTS) if task == "predict" else {}
+        return cls.from_dict({**base, "task": task, **(changes or {})})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -17,6 +17,9 @@ Sources
 * :class:`SyntheticMotion`: layers cut from still photographs moving under affine motions
   that are linear in time, so the frame at any ``t`` is known exactly.
 
+Validation holds out whole clips (:func:`split_clips`): no frame of a held-out clip is
+ever in a training batch.
+
 Typical use::
 
     paths = find_videos("/path/to/data_train")
@@ -48,12 +51,16 @@ __all__ = [
     "load_video",
     "resolve_source",
     "cache_videos",
+    "file_key",
+    "split_clips",
     "still_images",
     "VideoTriplets",
+    "VideoSequences",
     "Layer",
     "Scene",
     "SyntheticMotion",
     "make_batch",
+    "make_sequence_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -274,6 +281,46 @@ def _decode_to(path: Path, target: Path, max_side: int | None, source: str | Cal
             tmp.unlink()
     logger.info("cached %s: %d frames, %dx%d -> %dx%d, %.1f s", path, count, width, height, w, h,
                 time.perf_counter() - start)
+
+
+def file_key(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes: the name :func:`split_clips` knows a clip by, the same
+    for copies of one file under other names or folders."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_clips(keys: Sequence[str], count: int, seed: int, *,
+                eligible: Sequence[bool] | None = None) -> tuple[list[int], list[int]]:
+    """Indices ``(train, held_out)`` of clips known by ``keys`` (e.g. :func:`file_key`).
+
+    The ``count`` distinct keys among the eligible clips that come first in the order of
+    ``sha256(f"{seed}:{key}")`` are held out, with every clip that shares one of them
+    (copies of a file never straddle the split); everything else trains.  The choice
+    depends only on the keys, ``seed`` and ``count``: not on the clips' order, names or
+    folders, and adding clips keeps a held-out clip held out unless a new one ranks before
+    it.  ValueError when fewer than ``count`` distinct eligible keys exist or nothing would
+    be left to train on.
+    """
+    func = "train.data.split_clips"
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise value_error(func, "count", "an int >= 0", count)
+    if eligible is None:
+        eligible = [True] * len(keys)
+    elif len(eligible) != len(keys):
+        raise value_error(func, "eligible", f"one flag per key ({len(keys)})", f"{len(eligible)} flags")
+    candidates = sorted({k for k, ok in zip(keys, eligible) if ok},
+                        key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    if count > len(candidates) or (count and len(set(keys)) <= count):
+        raise value_error(func, "count", f"at most {len(candidates)} clips to hold out (the distinct clips "
+                          f"long and large enough to validate on) with at least one other left to train on",
+                          count, f"{len(keys)} clips, {len(set(keys))} distinct")
+    chosen = set(candidates[:count])
+    held = [j for j, k in enumerate(keys) if k in chosen]
+    return [j for j, k in enumerate(keys) if k not in chosen], held
 
 
 # --------------------------------------------------------------------------- still images

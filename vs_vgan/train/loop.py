@@ -5,11 +5,14 @@
 * :class:`Trainer`: the models, optimisers and EMA of a run; :meth:`Trainer.save` /
   :meth:`Trainer.load` write and read a checkpoint holding ``params``, ``params_ema``,
   ``config``, ``step`` (plus the optimiser and discriminator states, so a resumed run
-  continues exactly).  Batches are drawn from ``numpy.random.default_rng([seed, step])``,
-  so a run resumed from a checkpoint sees the same data as an uninterrupted one.
+  continues exactly, and ``validation``: which clips were held out).  Batches are drawn
+  from ``numpy.random.default_rng([seed, step])``, so a run resumed from a checkpoint sees
+  the same data as an uninterrupted one.
 * :func:`train`: the loop, with a reconstruction warm-up, then the adversarial phase;
   progress to a logger and to a JSON-lines file, a checkpoint every few minutes (written
-  to a temporary file and renamed).
+  to a temporary file and renamed).  An exception in a step propagates as itself: the
+  checkpoint written on the way out (and its evaluation) may fail too, which is logged and
+  noted on the original exception, never raised in its place.
 * :func:`export_weights`: the EMA generator as a safetensors file, with its sha256.
 """
 from __future__ import annotations
@@ -81,6 +84,9 @@ class Trainer:
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0)
         self.step = 0
         self.last_fake: torch.Tensor | None = None
+        #: which clips validation holds out (vs_vgan.train.command), saved in checkpoints;
+        #: None before it is chosen and in checkpoints older than held-out validation
+        self.validation: dict | None = None
 
     def init_from(self, weights: str | os.PathLike) -> None:
         """Start the generator (and its EMA) from a safetensors file of the same
@@ -101,6 +107,7 @@ class Trainer:
             "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            **({"validation": self.validation} if self.validation is not None else {}),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -115,21 +122,24 @@ class Trainer:
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
              override: dict | None = None) -> "Trainer":
         """Resume from a checkpoint; ``override`` changes settings that do not alter the
-        networks' shapes (steps, learning rates, data paths, ...)."""
+        networks' shapes (steps, learning rates, data paths, ...), nor, once the checkpoint
+        records its held-out clips, which clips validation holds out."""
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        data = dict(ckpt["config"])
-        if override:
-            for key in ("model", "disc"):
-                if key in override and override[key] != data[key]:
-                    raise ValueError(f"Trainer.load: {key} can't change on resume; checkpoint has {data[key]}")
-            data.update(override)
-        trainer = cls(TrainConfig.from_dict(data), device)
+        saved = TrainConfig.from_dict(ckpt["config"])
+        cfg = TrainConfig.from_dict({**ckpt["config"], **override}) if override else saved
+        fixed = ("model", "disc") + (("val_clips", "val_seed") if "validation" in ckpt else ())
+        for key in fixed:
+            if getattr(cfg, key) != getattr(saved, key):
+                raise ValueError(f"Trainer.load: {key} can't change on resume; checkpoint has "
+                                 f"{saved.to_dict()[key]}")
+        trainer = cls(cfg, device)
         trainer.net.load_state_dict(ckpt["params"])
         trainer.ema.load_state_dict(ckpt["params_ema"])
         trainer.disc.load_state_dict(ckpt["disc"])
         trainer.opt_g.load_state_dict(ckpt["opt_g"])
         trainer.opt_d.load_state_dict(ckpt["opt_d"])
         trainer.step = int(ckpt["step"])
+        trainer.validation = ckpt.get("validation")
         return trainer
 
     @torch.no_grad()
@@ -306,13 +316,24 @@ def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_d
             if time.time() - last_ckpt >= cfg.checkpoint_seconds:
                 _checkpoint(tr, out, val_batches, logf)
                 last_ckpt = time.time()
-    finally:
+    except BaseException as exc:  # a failed step, Ctrl-C: keep the work, then re-raise exc itself
+        try:
+            _checkpoint(tr, out, val_batches, logf)
+        except Exception as secondary:
+            log.error("the checkpoint after %s at step %d failed too", type(exc).__name__, tr.step,
+                      exc_info=secondary)
+            exc.add_note(f"vs_vgan.train: the checkpoint after this error failed too: "
+                         f"{type(secondary).__name__}: {secondary}")
+        raise
+    else:
         _checkpoint(tr, out, val_batches, logf)
+    finally:
         logf.close()
     return tr
 
 
 def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf) -> None:
+    """Save ``out/last.pt``, then evaluate the EMA generator on ``val_batches`` and log both."""
     tr.save(out / "last.pt")
     row = {"step": tr.step, "checkpoint": str(out / "last.pt")}
     if val_batches:
