@@ -237,7 +237,7 @@ def machine(device: str, precision: str, ffmpeg: str) -> dict:
 
     import vs_vgan
     from vs_vgan import devices
-    from vs_vgan.nodes import _CUDA_STREAMS
+    from vs_vgan.engine import CUDA_STREAMS
 
     dev = devices.resolve_device(device, func="bench")
     core = vs.core
@@ -252,7 +252,7 @@ def machine(device: str, precision: str, ffmpeg: str) -> dict:
         plugins=plugins, device=str(dev), device_name=devices.device_name(dev), precision=precision,
         dtype=str(devices.resolve_dtype(precision, device=dev, func="bench")).replace("torch.", ""),
         core_threads=core.num_threads,
-        streams=(lanes if dev.type == "cpu" else min(core.num_threads, _CUDA_STREAMS)),
+        streams=(lanes if dev.type == "cpu" else min(core.num_threads, CUDA_STREAMS)),
         torch_threads_per_stream=(threads if dev.type == "cpu" else None),
         cuda=getattr(torch.version, "cuda", None),
     )

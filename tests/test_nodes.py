@@ -12,7 +12,7 @@ import vapoursynth as vs
 import vs_vgan
 from conftest import fetch_in_random_order, frame_bytes, moving, noise, planes, ramp
 from vs_vgan.models import ModelSpec, load_model
-from vs_vgan.nodes import _ComputeCache
+from vs_vgan.engine import ComputeCache
 
 core = vs.core
 
@@ -200,7 +200,7 @@ def test_downconversion_60_to_50():
 
 
 def test_pair_cache_is_bounded_and_computes_once_under_contention():
-    cache = _ComputeCache(3)
+    cache = ComputeCache(3)
     computed = []
     barrier = threading.Barrier(8)
 
@@ -221,7 +221,7 @@ def test_pair_cache_is_bounded_and_computes_once_under_contention():
 
 
 def test_pair_cache_failure_is_not_cached():
-    cache = _ComputeCache(2)
+    cache = ComputeCache(2)
     with pytest.raises(RuntimeError):
         cache.get(1, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     assert cache.get(1, lambda: 5) == 5
@@ -348,7 +348,7 @@ def test_lanes_give_the_frames_of_a_single_node(tiny_flow, lanes, block):
         mp.setattr(nodes.devices, "cpu_plan", lambda threads, cores=None: (1, 1))
         single = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cpu")
     seen = {}
-    original = nodes._in_lanes
+    original = nodes.in_lanes
 
     def spy(base, clips, runner, lanes_, block=None):
         seen["called"] = True
@@ -356,7 +356,7 @@ def test_lanes_give_the_frames_of_a_single_node(tiny_flow, lanes, block):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nodes.devices, "cpu_plan", lambda threads, cores=None: (lanes, 1))
-        mp.setattr(nodes, "_in_lanes", spy)
+        mp.setattr(nodes, "in_lanes", spy)
         dealt = vs_vgan.interpolate(src, fps="60000/1001", model=tiny_flow, device="cpu")
     assert seen and dealt.num_frames == single.num_frames and dealt.fps == single.fps
     for k in range(single.num_frames):

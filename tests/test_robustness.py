@@ -222,14 +222,14 @@ def test_remap_picks_the_left_neighbour_of_every_output_frame(ratio, periodic, m
     frames) gives output frame k source frame floor(k / ratio), for the whole output."""
     from fractions import Fraction
 
-    from vs_vgan import nodes
+    from vs_vgan import engine
     from vs_vgan.timing import Timeline
 
     if not periodic:
-        monkeypatch.setattr(nodes, "_PERIOD_MAX", 0)
+        monkeypatch.setattr(engine, "_PERIOD_MAX", 0)
     for length in (1, 2, 7, 23):
         timeline = Timeline(length, Fraction(ratio), Fraction(24))
-        out = nodes._remap(_numbered(length), timeline)
+        out = engine.remap(_numbered(length), timeline)
         assert out.num_frames == timeline.num_frames
         got = [f.props["src"] for f in out.frames()]
         assert got == [k * timeline.ratio.denominator // timeline.ratio.numerator for k in range(out.num_frames)]

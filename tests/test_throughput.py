@@ -17,7 +17,7 @@ import vapoursynth as vs
 
 import vs_vgan
 from conftest import fetch_in_random_order, frame_bytes, moving, planes
-from vs_vgan import devices, nodes
+from vs_vgan import devices, engine, nodes
 from vs_vgan.models.compiled import CompiledNetwork
 
 core = vs.core
@@ -54,8 +54,8 @@ def test_num_streams_gives_the_same_frames_on_the_cpu(tiny_flow, streams, monkey
         ref = [frame_bytes(f) for f in vs_vgan.interpolate(src, factor="5/2", model=tiny_flow, device="cpu",
                                                            num_streams=1).frames()]
         lanes = {}
-        original = nodes._in_lanes
-        monkeypatch.setattr(nodes, "_in_lanes", lambda *a, **k: lanes.setdefault("n", a[3]) and original(*a, **k))
+        original = nodes.in_lanes
+        monkeypatch.setattr(nodes, "in_lanes", lambda *a, **k: lanes.setdefault("n", a[3]) and original(*a, **k))
         clip = vs_vgan.interpolate(src, factor="5/2", model=tiny_flow, device="cpu", num_streams=streams)
         assert lanes.get("n", 1) == streams
         for k, data in fetch_in_random_order(clip, seed=3):
@@ -223,10 +223,10 @@ def _stream_of_thread(dev: torch.device):
 @cuda
 def test_cuda_default_streams_follow_the_core(tiny_flow, monkeypatch):
     seen = {}
-    original = nodes._in_lanes
-    monkeypatch.setattr(nodes, "_in_lanes", lambda *a, **k: seen.setdefault("lanes", a[3]) and original(*a, **k))
+    original = nodes.in_lanes
+    monkeypatch.setattr(nodes, "in_lanes", lambda *a, **k: seen.setdefault("lanes", a[3]) and original(*a, **k))
     vs_vgan.interpolate(moving(length=4), model=tiny_flow, device="cuda")
-    assert seen.get("lanes", 1) == min(core.num_threads, nodes._CUDA_STREAMS)
+    assert seen.get("lanes", 1) == min(core.num_threads, engine.CUDA_STREAMS)
 
 
 # ---------------------------------------------------------------------- host memory

@@ -393,12 +393,11 @@ class FrameBridge:
         return x.mul_(1.0 / (1 << (self.ss_h + self.ss_w)))
 
 
-def pad_to_modulo(x: torch.Tensor, modulo: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+def pad_to_modulo(x: torch.Tensor, modulo: int) -> torch.Tensor:
     """Pad ``(..., H, W)`` on the right and bottom to multiples of ``modulo`` (edge
-    replication) and return the padded tensor with the function that crops it back."""
+    replication); ``[..., :H, :W]`` of it is ``x`` again."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % modulo, (-w) % modulo
     if ph == 0 and pw == 0:
-        return x, lambda y: y
-    padded = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return padded, lambda y: y[..., :h, :w]
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")

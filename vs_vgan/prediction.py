@@ -2,62 +2,49 @@
 
 Frame ``n`` is predicted from the ``K = 2`` frames before it
 (:mod:`vs_vgan.models.prednet`).  Both nodes share the interpolation node's machinery
-(:class:`vs_vgan.nodes._Interpolator`: the frame bridge, planar synthesis of YUV/GRAY,
+(:class:`vs_vgan.engine.Runner`: the frame bridge, planar synthesis of YUV/GRAY,
 per-frame and per-pair caches, CPU lanes and slots) and its rules: same format and props
 out as in, byte-identical frames whatever the request order or thread count, and nothing
 reaches across a scene cut.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 import vapoursynth as vs
 
 from . import devices
+from .engine import (CUT_PROP, DEFAULT_SCENE_THRESHOLD, Runner, check_scene_args, in_lanes, is_cut, lagged,
+                     load_network, scene_cuts, shift)
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
-from .models.prednet import CONTEXT
 from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL
-from .nodes import (DEFAULT_SCENE_THRESHOLD, _check_scene_args, _in_lanes, _Interpolator, _is_cut, _network,
-                    _scene_cuts, _shift, _CUT_PROP, log)
 
 __all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD"]
 
-
-#: Where a predicted frame lies on its context pair's time axis (n-2 at 0, n-1 at 1).
-_T = 2.0
-
-
-class _Step(NamedTuple):
-    """What :meth:`_Interpolator._synthesize` needs of a sample: the pair and ``t``."""
-    left: int
-    right: int
-    t: float
+log = logging.getLogger("vs_vgan")
+#: Context frames of a prediction: frame n is predicted from frames n-2 and n-1 (the
+#: nodes' layout; a predictor declares the same in its capabilities).
+CONTEXT = 2
 
 
 def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
-            scale: object, cpu_policy: object, task: str = "predict") -> _Interpolator:
-    """The frame bridge, caches and network of a prediction (or, for repair's gaps,
-    interpolation) node, as :class:`_Interpolator` holds them for ``interpolate``."""
+            scale: object, cpu_policy: object, task: str = "predict") -> Runner:
+    """The engine's runner of a prediction (or, for repair's gaps, interpolation) node."""
     fmt = check_format(clip, func=func)
     default = DEFAULT_PREDICTION_MODEL if task == "predict" else DEFAULT_INTERPOLATION_MODEL
-    spec, dev, dtype, net, policy = _network(func, clip, model, task, default, device, precision, scale, cpu_policy)
-    if task == "predict" and not hasattr(net, "predict_state"):
-        raise value_error(func, "model", "a prediction model (task 'predict')", spec.name)
-    return _Interpolator(net=net, spec=spec, timeline=None, device=dev, dtype=dtype,
-                         bridge=FrameBridge(fmt, clip.width, clip.height, device=dev),  # frames in fp32; the network in dtype
-                         cache_size=min(8, vs.core.num_threads + 2) + 2, has_cut_clip=False, variable_rate=False,
-                         scale=float(scale), cpu_policy=policy)
-
-
-def _lagged(clip: vs.VideoNode, j: int) -> vs.VideoNode:
-    """Frame i is source frame max(i - j, 0)."""
-    return clip[0] * j + clip[:-j] if j < clip.num_frames else clip[0] * clip.num_frames
+    network = load_network(func, clip, model, task, default, device, precision, scale, cpu_policy)
+    if task == "predict" and network.caps.context != CONTEXT:
+        raise value_error(func, "model", f"a prediction model (task 'predict', {CONTEXT} context frames)",
+                          network.spec.name)
+    return Runner(network, FrameBridge(fmt, clip.width, clip.height, device=network.device),  # frames in fp32
+                  cache_size=min(8, vs.core.num_threads + 2) + 2)
 
 
 def predict(
@@ -85,30 +72,31 @@ def predict(
     func = "predict"
     if not isinstance(clip, vs.VideoNode):
         raise type_error(func, "clip", "a vapoursynth.VideoNode", clip)
-    _check_scene_args(func, scene_detect, scene_threshold)
+    check_scene_args(func, scene_detect, scene_threshold)
     runner = _runner(func, clip, model, device, precision, scale, cpu_policy)
     if clip.num_frames <= CONTEXT:
         return clip
-    clips = [_lagged(clip, 2), _lagged(clip, 1)]
+    clips = [lagged(clip, 2), lagged(clip, 1)]
     if scene_detect:
-        clips.append(_lagged(_scene_cuts(clip, float(scene_threshold)), 2))  # cut between n-2 and n-1
+        clips.append(lagged(scene_cuts(clip, float(scene_threshold)), 2))  # cut between n-2 and n-1
 
     def select(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         own, prev2, prev1 = f[0], f[1], f[2]
         if n < CONTEXT:
             return own.copy()
         fout = own.copy()
-        if _is_cut(prev2, prev1, f[3] if scene_detect else None):
+        if is_cut(prev2, prev1, f[3] if scene_detect else None):
             for p in range(prev1.format.num_planes):  # repeat frame n - 1 (with this frame's props)
                 np.asarray(fout[p])[...] = np.asarray(prev1[p])
             return fout
-        runner._synthesize(_Step(n - 2, n - 1, _T), prev2, prev1, fout)
+        with runner.frame_context():
+            runner.synthesize(n - 2, n - 1, runner.caps.t, prev2, prev1, fout)
         return fout
 
     lanes = devices.cpu_plan(vs.core.num_threads)[0] if runner.device.type == "cpu" else 1
     if lanes == 1:
         return vs.core.std.ModifyFrame(clip, clips=[clip, *clips], selector=select)
-    return _in_lanes(clip, [clip, *clips], select, lanes, block=1)
+    return in_lanes(clip, [clip, *clips], select, lanes, block=1)
 
 
 class _Rollout:
@@ -125,7 +113,7 @@ class _Rollout:
     order) each checkpoint's stretch is computed again, once while it is shorter than
     :attr:`keep`."""
 
-    def __init__(self, runner: _Interpolator, keys: tuple[int, int] = (-2, -1), keep: int | None = None) -> None:
+    def __init__(self, runner: Runner, keys: tuple[int, int] = (-2, -1), keep: int | None = None) -> None:
         self.runner = runner
         self.keys = keys
         self.keep = keep if keep is not None else _ROLLOUT_KEEP + vs.core.num_threads
@@ -145,7 +133,7 @@ class _Rollout:
                 self.outputs.move_to_end(k)
                 return self.outputs[k]
             if self.context is None:
-                self.context = (r._frame(self.keys[0], context[0]), r._frame(self.keys[1], context[1]))
+                self.context = (r.frame_state(self.keys[0], context[0]), r.frame_state(self.keys[1], context[1]))
                 self.checkpoints[0] = self.context
             if k >= self.next:  # onwards from the newest prediction
                 while self.next <= k:
@@ -172,8 +160,10 @@ class _Rollout:
             if still:
                 out = r.frame_data(nearest)
             else:
-                out = r.render(r.pair_states(*ctx), _T, nearest.props)
-            return out, r.state_of_output(out, nearest.props)
+                out = r.render(r.pair_states(*ctx), r.caps.t, nearest.props)
+            state = r.state_of_output(out, nearest.props)
+        devices.finish_stream(r.device)  # complete before another thread's stream reads it
+        return out, state
 
     def _remember(self, step: int, out: Any) -> None:
         self.outputs[step] = out
@@ -229,7 +219,7 @@ def extend(
         raise value_error(func, "side", "'end', 'start' or 'both'", side)
     if clip.num_frames < CONTEXT:
         raise value_error(func, "clip", f"at least {CONTEXT} frames long (the context of a prediction)", clip)
-    _check_scene_args(func, scene_detect, scene_threshold)
+    check_scene_args(func, scene_detect, scene_threshold)
     runner = _runner(func, clip, model, device, precision, scale, cpu_policy)
     if frames == 0:
         return clip
@@ -243,7 +233,7 @@ def extend(
     return out
 
 
-def _predicted(clip: vs.VideoNode, runner: _Interpolator, frames: int, *, forward: bool, scene_detect: bool,
+def _predicted(clip: vs.VideoNode, runner: Runner, frames: int, *, forward: bool, scene_detect: bool,
                threshold: float) -> vs.VideoNode:
     """``frames`` predicted frames past the end (``forward``) or before the start (in
     display order), as a clip."""
@@ -252,7 +242,7 @@ def _predicted(clip: vs.VideoNode, runner: _Interpolator, frames: int, *, forwar
     clips = [far * frames, near * frames]
     if scene_detect:
         pair = (far + near) if forward else (near + far)
-        cuts = _scene_cuts(pair, threshold)[0]  # frame 0: a cut between the two context frames?
+        cuts = scene_cuts(pair, threshold)[0]  # frame 0: a cut between the two context frames?
         clips.append(cuts * frames)
     rollout = _Rollout(runner)
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
@@ -261,7 +251,7 @@ def _predicted(clip: vs.VideoNode, runner: _Interpolator, frames: int, *, forwar
         k = n if forward else frames - 1 - n  # steps away from the clip
         far_f, near_f = f[0], f[1]
         earlier, later = (far_f, near_f) if forward else (near_f, far_f)
-        still = _is_cut(earlier, later, f[2] if scene_detect else None)
+        still = is_cut(earlier, later, f[2] if scene_detect else None)
         out = rollout.get(k, [far_f, near_f], still)
         fout = near_f.copy()
         with torch.inference_mode(), runner.slot:
@@ -299,16 +289,16 @@ def _annotated(clip: vs.VideoNode, scene_detect: bool, scene_threshold: float) -
         luma = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
     else:
         luma = clip
-    stats = core.std.PlaneStats(luma, _lagged(luma, 1))
+    stats = core.std.PlaneStats(luma, lagged(luma, 1))
     out = core.std.CopyFrameProps(clip, stats, props=["PlaneStatsDiff"])
     if scene_detect:
-        out = core.std.CopyFrameProps(out, _scene_cuts(clip, scene_threshold), props=[_CUT_PROP])
+        out = core.std.CopyFrameProps(out, scene_cuts(clip, scene_threshold), props=[CUT_PROP])
     return out
 
 
 def _shifted(clip: vs.VideoNode, j: int) -> vs.VideoNode:
     """Frame i is frame clamp(i + j) of ``clip``."""
-    return _lagged(clip, -j) if j < 0 else _shift(clip, j)
+    return lagged(clip, -j) if j < 0 else shift(clip, j)
 
 
 def repair(
@@ -361,7 +351,7 @@ def repair(
         raise type_error(func, "max_run", "an int >= 1", max_run)
     if max_run < 1:
         raise value_error(func, "max_run", "an int >= 1", max_run)
-    _check_scene_args(func, scene_detect, scene_threshold)
+    check_scene_args(func, scene_detect, scene_threshold)
     if n_frames < 2:
         raise value_error(func, "clip", "at least 2 frames long", clip)
     interp = _runner(func, clip, model, device, precision, scale, cpu_policy, task="interpolate")
@@ -393,7 +383,7 @@ def repair(
             return d <= threshold and d <= _DUP_RATIO * max(diff(i - 1), diff(i + 1))
 
         def cut_after(i: int) -> bool:  # the annotated frame i carries the detector's verdict
-            return _is_cut(frame(i), frame(i + 1), frame(i) if scene_detect else None)
+            return is_cut(frame(i), frame(i + 1), frame(i) if scene_detect else None)
 
         fout = f[0].copy()  # the source frame, with its own props
         if not bad(n):
@@ -415,7 +405,8 @@ def repair(
         right_ok = right < n_frames and not any(cut_after(i) for i in range(n, right))
         if left_ok and right_ok:
             t = Fraction(n - left, right - left)
-            interp._synthesize(_Step(left, right, t), frame(left), frame(right), fout)
+            with interp.frame_context():
+                interp.synthesize(left, right, t, frame(left), frame(right), fout)
             return fout
         if left_ok:  # predict forward from (left - 1, left)
             far = left - 1
@@ -445,7 +436,7 @@ def repair(
     lanes = devices.cpu_plan(vs.core.num_threads)[0] if pred.device.type == "cpu" else 1
     if lanes == 1:
         return vs.core.std.ModifyFrame(clip, clips=[clip, *window], selector=select)
-    return _in_lanes(clip, [clip, *window], select, lanes, block=1)
+    return in_lanes(clip, [clip, *window], select, lanes, block=1)
 
 
 def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .contract import Capabilities
+
 
 class LinearBlend(nn.Module):
     """Interpolator interface: ``encode(img0, img1)`` once per pair, ``synthesize(state, t)`` per t."""
 
     modulo = 1
+    capabilities = Capabilities(pair_state=True)
 
     def encode(self, img0: torch.Tensor, img1: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (img0, img1)

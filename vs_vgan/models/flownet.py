@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import Capabilities
+
 __all__ = ["FlowInterpolator", "FrameAnalysis", "PairState", "warp", "correlation", "SCALES"]
 
 # analysis scales the generator accepts (powers of two keep the pyramid exact)
@@ -216,6 +218,7 @@ class FlowInterpolator(nn.Module):
     #: True for subclasses that synthesize outside the pair (t > 1): the blend weight is
     #: then the network's own, without the visibility prior of t.
     extrapolates = False
+    capabilities = Capabilities(pair_state=True, frame_analysis=True, planar=True)
 
     def __init__(self, channels: Sequence[int] = (16, 32, 48, 64), radius: Sequence[int] = (0, 2, 3, 4),
                  stem: int = 4, synth: int = 24) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .contract import Capabilities
 from .flownet import FlowInterpolator, PairState
 
 __all__ = ["FlowPredictor", "CONTEXT"]
@@ -33,8 +34,8 @@ _T = 2.0
 class FlowPredictor(FlowInterpolator):
     """Same arguments as :class:`FlowInterpolator`; its weights load unchanged."""
 
-    context = CONTEXT
     extrapolates = True
+    capabilities = Capabilities(pair_state=True, frame_analysis=True, planar=True, context=CONTEXT, t=_T)
 
     def predict_state(self, state: PairState) -> torch.Tensor:
         """The next frame after an encoded pair ``(n - 2, n - 1)``."""
