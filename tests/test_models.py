@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 def test_default_model_is_registered_for_interpolation():
     spec = REGISTRY[DEFAULT_INTERPOLATION_MODEL]
-    assert spec.task == "interpolate" and spec.num_inputs == 2
+    assert spec.task == "interpolate"
     assert spec in list_models("interpolate")
     assert get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="interpolate") is spec
 

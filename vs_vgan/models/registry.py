@@ -33,8 +33,9 @@ class ModelSpec:
 
     ``weights`` is a file name inside the package's weights folder, an absolute path, or
     None for a model without parameters; ``sha256`` is required whenever ``weights`` is set.
-    ``modulo``: input height and width are padded to a multiple of it.  ``num_inputs``:
-    frames the network takes (2 for interpolation between a pair).
+    ``modulo``: input height and width are padded to a multiple of it.  What the network
+    can do (pair states, planar rendering, prediction context and ``t``) its architecture
+    declares (:mod:`vs_vgan.models.contract`).
     """
 
     name: str
@@ -44,7 +45,6 @@ class ModelSpec:
     weights: str | None = None
     sha256: str | None = None
     modulo: int = 1
-    num_inputs: int = 2
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -60,7 +60,7 @@ class ModelSpec:
 
     def __hash__(self) -> int:  # kwargs is a mapping: hash its items
         return hash((self.name, self.task, self.arch, tuple(sorted(self.kwargs.items())),
-                     self.weights, self.sha256, self.modulo, self.num_inputs))
+                     self.weights, self.sha256, self.modulo))
 
 
 # The shipped flow network's size: the predictor is fine-tuned from vgan-flow-v1's
