@@ -289,7 +289,8 @@ class CpuSlot:
 
 
 class ComputeCache:
-    """Bounded LRU of computed values (prepared frames, pair states) by source index.
+    """Bounded LRU of computed values by key (prepared frames, pair states, roll-outs and
+    their outputs): every cache of the nodes is one, so none can grow without limit.
 
     Concurrent requests for one key compute it once; the others wait for that result.
     A computation that fails is not cached (the next request tries again).
@@ -323,6 +324,22 @@ class ComputeCache:
             with self._lock:
                 del self._pending[key]
             event.set()
+
+    def peek(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key`` if it is cached (counts as a use), else ``default``."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return default
+
+    def put(self, key: Any, value: Any) -> None:
+        """Cache ``value`` under ``key`` (the least recently used go beyond ``maxsize``)."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from fractions import Fraction
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 import vapoursynth as vs
 
 from . import devices
-from .engine import (CUT_PROP, DEFAULT_SCENE_THRESHOLD, Runner, check_scene_args, in_lanes, is_cut, lagged,
+from .engine import (CUT_PROP, DEFAULT_SCENE_THRESHOLD, ComputeCache, Runner, check_scene_args, in_lanes, is_cut, lagged,
                      load_network, scene_cuts, shift)
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
@@ -118,7 +117,7 @@ class _Rollout:
         self.keys = keys
         self.keep = keep if keep is not None else _ROLLOUT_KEEP + vs.core.num_threads
         self.lock = threading.Lock()
-        self.outputs: OrderedDict[int, Any] = OrderedDict()  # step -> output, the last `keep` used
+        self.outputs = ComputeCache(self.keep)  # step -> output, the last `keep` used
         self.context: tuple[Any, Any] | None = None  # the states of steps next - 2 and next - 1
         self.next = 0  # the step the context predicts
         self.checkpoints: dict[int, tuple[Any, Any]] = {}  # step -> the context that predicts it
@@ -129,9 +128,9 @@ class _Rollout:
         source frames; ``still``: a cut separates them, so the nearest is repeated."""
         r = self.runner
         with self.lock:
-            if k in self.outputs:
-                self.outputs.move_to_end(k)
-                return self.outputs[k]
+            kept = self.outputs.peek(k)
+            if kept is not None:
+                return kept
             if self.context is None:
                 self.context = (r.frame_state(self.keys[0], context[0]), r.frame_state(self.keys[1], context[1]))
                 self.checkpoints[0] = self.context
@@ -166,10 +165,7 @@ class _Rollout:
         return out, state
 
     def _remember(self, step: int, out: Any) -> None:
-        self.outputs[step] = out
-        self.outputs.move_to_end(step)
-        while len(self.outputs) > self.keep:
-            self.outputs.popitem(last=False)
+        self.outputs.put(step, out)
 
     def _checkpoint(self, step: int, ctx: tuple[Any, Any]) -> None:
         self.checkpoints[step] = ctx
@@ -361,8 +357,8 @@ def repair(
     width = max_run + 2
     annotated = _annotated(clip, scene_detect, float(scene_threshold))
     window = [_shifted(annotated, j) for j in range(-width, width + 1)]
-    rollouts: OrderedDict[tuple[int, bool], _Rollout] = OrderedDict()  # (anchor, forward) -> its roll-out
-    rollouts_lock = threading.Lock()
+    # (anchor, forward) -> its roll-out: a few runs' (a run is rebuilt in one go), older ones dropped
+    rollouts = ComputeCache(_REPAIR_ROLLOUTS + vs.core.num_threads)
     warned: list[int] = []
 
     def select(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
@@ -418,14 +414,7 @@ def repair(
             context, keys, k = [frame(min(far, n_frames - 1)), frame(right)], (min(far, n_frames - 1), right), right - n - 1
         else:
             return fout  # no good frame on either side within its scene and reach
-        with rollouts_lock:  # a few runs' roll-outs (a run is rebuilt in one go); older ones are dropped
-            key = (keys[1], left_ok)
-            rollout = rollouts.get(key)
-            if rollout is None:
-                rollout = rollouts[key] = _Rollout(pred, keys, keep=max_run)
-            rollouts.move_to_end(key)
-            while len(rollouts) > _REPAIR_ROLLOUTS + vs.core.num_threads:
-                rollouts.popitem(last=False)
+        rollout = rollouts.get((keys[1], left_ok), lambda: _Rollout(pred, keys, keep=max_run))
         out = rollout.get(k, context, still)
         with torch.inference_mode(), pred.slot:
             pred.write(out, fout)
