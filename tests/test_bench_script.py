@@ -75,3 +75,18 @@ def test_bench_soak_reports_memory_at_start_and_end_of_every_node(clip, tmp_path
     assert "| repair | 600 |" in r.stdout
     bad = bench("--clip", str(clip), "--soak", "10", "--soak-nodes", "interpolate,nope", "--device", "cpu")
     assert bad.returncode != 0 and "--soak-nodes must name" in bad.stderr
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_bench_vpy_repair_runs(clip, run):
+    """bench.vpy's repair-runs method (the README's repair speed figures) runs through vspipe
+    and gives every frame."""
+    import shutil as sh
+
+    vspipe = sh.which("vspipe", path=str(Path(sys.executable).parent)) or sh.which("vspipe")
+    cmd = [vspipe, "-c", "y4m", "-a", f"src={clip}", "-a", "method=repair-runs", "-a", f"run={run}",
+           "-a", "num=1", "-a", "den=1", "-a", "frames=20", "-a", 'kw={"device": "cpu", "model": "blend"}',
+           str(ROOT / "scripts" / "bench.vpy"), "-"]
+    r = subprocess.run(cmd, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert b"Output 20 frames" in r.stderr
