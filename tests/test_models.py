@@ -230,3 +230,18 @@ def test_prepare_and_pair_equal_encode(tiny_flow):
         odd = net.synthesize(net.encode(a[..., :13, :21], b[..., :13, :21]), t)  # padded inside
     torch.testing.assert_close(one, two, atol=1e-5, rtol=0)
     assert odd.shape[-2:] == (13, 21)
+
+
+def test_the_spec_is_where_a_models_facts_are_read(tiny_flow):
+    """Task, size (kwargs) and modulo are the spec's fields; context frames and t its
+    architecture's declared capabilities, read through the spec; a modulo the network
+    can't use is refused naming the model."""
+    from vs_vgan.models import REGISTRY
+
+    assert REGISTRY["vgan-predict-v1"].capabilities.context == 2 and REGISTRY["vgan-predict-v1"].capabilities.t == 2.0
+    assert REGISTRY["vgan-flow-v1"].capabilities.context == 0 and REGISTRY["vgan-flow-v1"].capabilities.planar
+    assert not REGISTRY["blend"].capabilities.frame_analysis
+    odd = ModelSpec(name="odd", task="interpolate", arch="flow", kwargs=tiny_flow.kwargs, weights=tiny_flow.weights,
+                    sha256=tiny_flow.sha256, modulo=12)
+    with pytest.raises(ValueError, match=r"^vs_vgan.interpolate: the modulo of model 'odd' must be a multiple of 8"):
+        load_model(odd, CPU, torch.float32)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -101,7 +100,7 @@ def load_network(func: str, clip: vs.VideoNode, model: object, task: str, defaul
     policy = policy and dev.type == "cpu"
     if policy:
         devices.apply_cpu_policy()
-    caps = capabilities_of(net)
+    caps = capabilities_of(net)  # the spec's (its architecture's), checked against the network's methods
     if float(scale) != 1.0 and not caps.frame_analysis:
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
     if compile:
@@ -359,8 +358,7 @@ class Runner:
     Networks with ``pair_state`` keep a state per pair and render it at any ``t``;
     those without (RIFE: one run per pair and ``t``) are run on the pair's padded frames
     for each ``t``.  With ``frame_analysis`` a network pads inside and takes frames of any
-    size; others are padded here to the spec's and the network's ``modulo`` and cropped
-    back.  With ``planar`` (and a YUV or GRAY clip) frames are warped and blended in their
+    size; others are padded here to the spec's ``modulo`` and cropped back.  With ``planar`` (and a YUV or GRAY clip) frames are warped and blended in their
     own planes, each at its resolution (4:2:0 chroma at a quarter of the pixels), with no
     full-size RGB copy.
     """
@@ -373,7 +371,7 @@ class Runner:
         self.cuda = network.device.type == "cuda"
         self.bridge = bridge
         self.analyses = self.caps.frame_analysis
-        self.modulo = 1 if self.analyses else math.lcm(network.spec.modulo, int(getattr(self.net, "modulo", 1)))
+        self.modulo = 1 if self.analyses else network.spec.modulo
         self.planar = self.caps.planar and bridge.planar
         # only motion-analysing networks take the scale; others are called as before
         self.encode_kw = {"scale": self.scale} if self.scale != 1.0 else {}

@@ -39,7 +39,7 @@ def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precis
     fmt = check_format(clip, func=func)
     default = DEFAULT_PREDICTION_MODEL if task == "predict" else DEFAULT_INTERPOLATION_MODEL
     network = load_network(func, clip, model, task, default, device, precision, scale, cpu_policy)
-    if task == "predict" and network.caps.context != CONTEXT:
+    if task == "predict" and network.spec.capabilities.context != CONTEXT:
         raise value_error(func, "model", f"a prediction model (task 'predict', {CONTEXT} context frames)",
                           network.spec.name)
     return Runner(network, FrameBridge(fmt, clip.width, clip.height, device=network.device),  # frames in fp32

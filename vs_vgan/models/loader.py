@@ -83,6 +83,10 @@ def _load(spec: ModelSpec, device: torch.device, dtype: torch.dtype, func: str) 
             net.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as exc:  # anything _check_fit does not foresee
             raise ValueError(_fit_message(path, spec, func, str(exc).strip().replace("\n\t", " "))) from exc
+    own = int(getattr(net, "modulo", 1))
+    if spec.modulo % own:
+        raise ValueError(f"vs_vgan.{func}: the modulo of model {spec.name!r} must be a multiple of {own} "
+                         f"(what arch {spec.arch!r} with its kwargs needs); got {spec.modulo}")
     net = net.to(device=device, dtype=dtype).eval()
     for p in net.parameters():
         p.requires_grad_(False)

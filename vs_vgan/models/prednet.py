@@ -39,7 +39,8 @@ class FlowPredictor(FlowInterpolator):
 
     def predict_state(self, state: PairState) -> torch.Tensor:
         """The next frame after an encoded pair ``(n - 2, n - 1)``."""
-        t = torch.full((state.flows.shape[0], 1, 1, 1), _T, device=state.flows.device, dtype=state.flows.dtype)
+        t = torch.full((state.flows.shape[0], 1, 1, 1), self.capabilities.t, device=state.flows.device,
+                       dtype=state.flows.dtype)
         return self.synthesize(state, t)
 
     def predict(self, prev2: torch.Tensor, prev1: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The registry of models: plain data, no imports of architectures."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -33,9 +34,10 @@ class ModelSpec:
 
     ``weights`` is a file name inside the package's weights folder, an absolute path, or
     None for a model without parameters; ``sha256`` is required whenever ``weights`` is set.
-    ``modulo``: input height and width are padded to a multiple of it.  What the network
-    can do (pair states, planar rendering, prediction context and ``t``) its architecture
-    declares (:mod:`vs_vgan.models.contract`).
+    ``modulo``: frames are padded to a multiple of it for networks that don't pad
+    themselves (the loader checks that it is a multiple of the network's own).  What the
+    network can do (pair states, planar rendering, prediction context and ``t``):
+    :attr:`capabilities`.
     """
 
     name: str
@@ -57,6 +59,15 @@ class ModelSpec:
         if self.modulo < 1:
             raise ValueError(f"ModelSpec {self.name!r}: modulo must be >= 1; got {self.modulo}")
         object.__setattr__(self, "kwargs", MappingProxyType({k: _freeze(v) for k, v in dict(self.kwargs).items()}))
+
+    @property
+    def capabilities(self) -> Any:
+        """What the model can do (a :class:`vs_vgan.models.contract.Capabilities`: pair
+        states, planar rendering, for predictors the context frames and ``t``): its
+        architecture's declaration, the one place these facts live (imports the
+        architecture's module)."""
+        module, _, cls = ARCHITECTURES[self.arch].partition(":")
+        return getattr(importlib.import_module(module), cls).capabilities
 
     def __hash__(self) -> int:  # kwargs is a mapping: hash its items
         return hash((self.name, self.task, self.arch, tuple(sorted(self.kwargs.items())),
