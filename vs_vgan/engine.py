@@ -77,8 +77,7 @@ class Network(NamedTuple):
 
 
 def load_network(func: str, clip: vs.VideoNode, model: object, task: str, default: str, device: object,
-             precision: object, scale: object, cpu_policy: object, *,
-             compile: bool = False) -> "Network":
+                 precision: object, scale: object, cpu_policy: object, *, compile: bool = False) -> Network:
     """Check ``scale`` (against the clip's frame size too) and ``cpu_policy``, resolve
     model, device and precision, load the network (through ``torch.compile`` when
     ``compile``) and, on the CPU, apply the CPU policy where it is wanted
@@ -115,7 +114,6 @@ def check_scene_args(func: str, scene_detect: object, scene_threshold: object) -
         raise type_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
     if not 0 < scene_threshold <= 1:
         raise value_error(func, "scene_threshold", "a number in (0, 1]", scene_threshold)
-
 
 
 def shift(clip: vs.VideoNode, j: int) -> vs.VideoNode:
@@ -222,9 +220,12 @@ def in_lanes(base: vs.VideoNode, clips: list[vs.VideoNode], selector: Selector, 
     frames go to the lanes in blocks of ``block`` (about one source pair's frames, so
     that each lane gets synthesized frames, not only the copied source ones): frame ``n``
     is in lane ``(n // block) % lanes``.  The lanes share ``selector`` (its caches and
-    locks); interleaving their blocks back gives the frames in order.
+    locks); interleaving their blocks back gives the frames in order.  One lane is a
+    single ModifyFrame.
     """
     core = vs.core
+    if lanes == 1:
+        return core.std.ModifyFrame(base, clips=clips, selector=selector)
     n = base.num_frames
     cycle = block * lanes
     total = -(-n // cycle) * cycle  # every lane gets the same number of frames
@@ -314,10 +315,7 @@ class ComputeCache:
             event.wait()  # another thread computes it; look again (it may have failed)
         try:
             value = compute()
-            with self._lock:
-                self._items[key] = value
-                while len(self._items) > self.maxsize:
-                    self._items.popitem(last=False)
+            self.put(key, value)
             return value
         finally:
             with self._lock:
@@ -358,13 +356,13 @@ class Runner:
     Networks with ``pair_state`` keep a state per pair and render it at any ``t``;
     those without (RIFE: one run per pair and ``t``) are run on the pair's padded frames
     for each ``t``.  With ``frame_analysis`` a network pads inside and takes frames of any
-    size; others are padded here to the spec's ``modulo`` and cropped back.  With ``planar`` (and a YUV or GRAY clip) frames are warped and blended in their
-    own planes, each at its resolution (4:2:0 chroma at a quarter of the pixels), with no
-    full-size RGB copy.
+    size; others are padded here to the spec's ``modulo`` and cropped back.  With
+    ``planar`` (and a YUV or GRAY clip) frames are warped and blended in their own planes,
+    each at its resolution (4:2:0 chroma at a quarter of the pixels), with no full-size RGB
+    copy.
     """
 
     def __init__(self, network: Network, bridge: FrameBridge, cache_size: int) -> None:
-        self.network = network
         self.net, self.caps, self.device, self.dtype = network.net, network.caps, network.device, network.dtype
         self.scale = network.scale
         self.slot = CpuSlot(pin=network.cpu_policy) if network.device.type == "cpu" else contextlib.nullcontext()

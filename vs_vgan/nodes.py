@@ -88,7 +88,8 @@ def interpolate(
     ModifyFrame instance's Python callback never runs on two threads at once, so the
     output frames are dealt out, a source pair's frames at a time, to ``num_streams``
     parallel instances.  On the CPU each frame is computed on one torch thread (the CPU
-    policy), so that the bytes do not depend on the thread or core count.  YUV and GRAY clips are warped and
+    policy), so that the bytes do not depend on the thread or core count.  YUV and GRAY
+    clips are warped and
     blended in their own planes, each at its resolution; RGB clips as RGB.
 
     Returns:
@@ -142,8 +143,6 @@ def interpolate(
     clips = aligned[:2] + ([cut_clip] if cut_clip is not None else []) + aligned[2:]
     log.debug("interpolate: %r, model %s on %s (%s), %d lane(s)", timeline, network.spec.name, network.device,
               network.dtype, lanes)
-    if lanes == 1:
-        return core.std.ModifyFrame(base, clips=clips, selector=selector)
     return in_lanes(base, clips, selector, lanes, block=min(max(1, round(ratio)), _MAX_BLOCK))
 
 
@@ -154,7 +153,7 @@ class Interpolation:
     Each frame gets its duration (from the source frames' for a variable-rate clip)."""
 
     def __init__(self, runner: Runner, timeline: Timeline, *, has_cut_clip: bool, variable_rate: bool) -> None:
-        self.runner, self.timeline, self.device = runner, timeline, runner.device
+        self.runner, self.timeline = runner, timeline
         self.has_cut_clip, self.variable_rate = has_cut_clip, variable_rate
 
     def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:

@@ -19,18 +19,16 @@ import torch
 import vapoursynth as vs
 
 from . import devices
-from .engine import (CUT_PROP, DEFAULT_SCENE_THRESHOLD, ComputeCache, Runner, check_scene_args, in_lanes, is_cut, lagged,
-                     load_network, scene_cuts, shift)
+from .engine import (CUT_PROP, DEFAULT_SCENE_THRESHOLD, ComputeCache, Runner, check_scene_args, in_lanes, is_cut,
+                     lagged, load_network, scene_cuts, shift)
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
 from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL
+from .models.contract import CONTEXT
 
 __all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD"]
 
 log = logging.getLogger("vs_vgan")
-#: Context frames of a prediction: frame n is predicted from frames n-2 and n-1 (the
-#: nodes' layout; a predictor declares the same in its capabilities).
-CONTEXT = 2
 
 
 def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
@@ -44,6 +42,12 @@ def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precis
                           network.spec.name)
     return Runner(network, FrameBridge(fmt, clip.width, clip.height, device=network.device),  # frames in fp32
                   cache_size=min(8, vs.core.num_threads + 2) + 2)
+
+
+def _lanes(runner: Runner) -> int:
+    """Lanes of a prediction node: frames side by side on the CPU's cores, one at a time on
+    CUDA."""
+    return devices.cpu_plan(vs.core.num_threads)[0] if runner.device.type == "cpu" else 1
 
 
 def predict(
@@ -92,10 +96,7 @@ def predict(
             runner.synthesize(n - 2, n - 1, runner.caps.t, prev2, prev1, fout)
         return fout
 
-    lanes = devices.cpu_plan(vs.core.num_threads)[0] if runner.device.type == "cpu" else 1
-    if lanes == 1:
-        return vs.core.std.ModifyFrame(clip, clips=[clip, *clips], selector=select)
-    return in_lanes(clip, [clip, *clips], select, lanes, block=1)
+    return in_lanes(clip, [clip, *clips], select, _lanes(runner), block=1)
 
 
 class _Rollout:
@@ -134,22 +135,19 @@ class _Rollout:
             if self.context is None:
                 self.context = (r.frame_state(self.keys[0], context[0]), r.frame_state(self.keys[1], context[1]))
                 self.checkpoints[0] = self.context
-            if k >= self.next:  # onwards from the newest prediction
-                while self.next <= k:
-                    if self.next % self.spacing == 0:
-                        self._checkpoint(self.next, self.context)
-                    out, state = self._step(self.context, context[1], still)
-                    self._remember(self.next, out)
-                    self.context = (self.context[1], state)
-                    self.next += 1
-                return out
-            # an earlier output no longer kept: again from the checkpoint before it
-            start = max(c for c in self.checkpoints if c <= k)
-            ctx = self.checkpoints[start]
+            # onwards from the newest prediction, or an earlier output no longer kept: again
+            # from the checkpoint before it
+            start = self.next if k >= self.next else max(c for c in self.checkpoints if c <= k)
+            ctx = self.context if k >= self.next else self.checkpoints[start]
             for j in range(start, k + 1):
+                onwards = j == self.next
+                if onwards and j % self.spacing == 0:
+                    self._checkpoint(j, ctx)
                 out, state = self._step(ctx, context[1], still)
-                self._remember(j, out)
+                self.outputs.put(j, out)
                 ctx = (ctx[1], state)
+                if onwards:
+                    self.context, self.next = ctx, j + 1
             return out
 
     def _step(self, ctx: tuple[Any, Any], nearest: vs.VideoFrame, still: bool) -> tuple[Any, Any]:
@@ -163,9 +161,6 @@ class _Rollout:
             state = r.state_of_output(out, nearest.props)
         devices.finish_stream(r.device)  # complete before another thread's stream reads it
         return out, state
-
-    def _remember(self, step: int, out: Any) -> None:
-        self.outputs.put(step, out)
 
     def _checkpoint(self, step: int, ctx: tuple[Any, Any]) -> None:
         self.checkpoints[step] = ctx
@@ -411,7 +406,8 @@ def repair(
         elif right_ok:  # the run starts its scene (or the clip): predict backwards from (right + 1, right)
             far = right + 1
             still = far >= n_frames or bad(far) or cut_after(right)
-            context, keys, k = [frame(min(far, n_frames - 1)), frame(right)], (min(far, n_frames - 1), right), right - n - 1
+            far_in = min(far, n_frames - 1)
+            context, keys, k = [frame(far_in), frame(right)], (far_in, right), right - n - 1
         else:
             return fout  # no good frame on either side within its scene and reach
         rollout = rollouts.get((keys[1], left_ok), lambda: _Rollout(pred, keys, keep=max_run))
@@ -420,12 +416,8 @@ def repair(
             pred.write(out, fout)
         return fout
 
-    # frames side by side on the CPU's cores, as interpolate's and predict's (the caches and
-    # roll-outs are shared, and locked where they are filled)
-    lanes = devices.cpu_plan(vs.core.num_threads)[0] if pred.device.type == "cpu" else 1
-    if lanes == 1:
-        return vs.core.std.ModifyFrame(clip, clips=[clip, *window], selector=select)
-    return in_lanes(clip, [clip, *window], select, lanes, block=1)
+    # the caches and roll-outs are shared by the lanes, and locked where they are filled
+    return in_lanes(clip, [clip, *window], select, _lanes(pred), block=1)
 
 
 def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:

@@ -29,8 +29,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Capabilities", "PairwiseNetwork", "PairStateNetwork", "FrameAnalysisNetwork", "PlanarNetwork",
+__all__ = ["CONTEXT", "Capabilities", "PairwiseNetwork", "PairStateNetwork", "FrameAnalysisNetwork", "PlanarNetwork",
            "capabilities_of"]
+
+
+#: Context frames the nodes give a predictor: frame n is predicted from frames n-2 and n-1.
+CONTEXT = 2
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,8 @@ class Capabilities:
         if self.context < 0 or (self.context > 0) != (self.t is not None):
             raise ValueError(f"Capabilities: a predictor has context > 0 and its t; got context={self.context}, "
                              f"t={self.t}")
-        if self.context and self.context != 2:
-            raise ValueError(f"Capabilities: the nodes feed predictors 2 context frames; got {self.context}")
+        if self.context and self.context != CONTEXT:
+            raise ValueError(f"Capabilities: the nodes feed predictors {CONTEXT} context frames; got {self.context}")
 
 
 @runtime_checkable

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from .contract import Capabilities
+from .contract import CONTEXT, Capabilities
 from .flownet import FlowInterpolator, PairState
 
 __all__ = ["FlowPredictor", "CONTEXT"]
 
-#: Context frames the predictor reads: frame n is predicted from frames n-2 and n-1.
-CONTEXT = 2
 #: Where the new frame lies on the pair's time axis (frame n-2 at 0, n-1 at 1).
 _T = 2.0
 
