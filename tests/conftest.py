@@ -201,3 +201,15 @@ def load_script(name: str):
     finally:
         sys.path.remove(str(scripts))
     return module
+
+
+def numbered(length: int) -> vs.VideoNode:
+    """8x8 GRAY8 frames whose prop ``src`` is their index."""
+    blank = vs.core.std.BlankClip(format=vs.GRAY8, width=8, height=8, length=length)
+    return vs.core.std.ModifyFrame(blank, blank, lambda n, f: _numbered_frame(f, n))
+
+
+def _numbered_frame(f: vs.VideoFrame, n: int) -> vs.VideoFrame:
+    fout = f.copy()
+    fout.props["src"] = n
+    return fout

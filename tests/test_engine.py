@@ -13,7 +13,7 @@ import vapoursynth as vs
 from torch import nn
 
 import vs_vgan
-from conftest import frame_bytes, moving, ramp
+from conftest import frame_bytes, moving, numbered, ramp
 from vs_vgan import engine
 from vs_vgan.frames import FrameBridge
 from vs_vgan.models import ModelSpec, loader, registry
@@ -146,3 +146,73 @@ def test_every_cache_is_bounded(tiny_flow, monkeypatch):
     for i in range(50):
         cache.get(i, lambda i=i: i)
     assert len(cache) == 3
+
+
+# ---------------------------------------------------------------------- robustness (issue 13)
+def _render(clip: vs.VideoNode) -> list[bytes]:
+    return [frame_bytes(f) for f in clip.frames()]
+
+
+# ---------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("fmt, kind", [(vs.RGBS, "fps"), (vs.YUV420P8, "factor"), (vs.RGB24, "extend")])
+def test_bytes_do_not_depend_on_thread_counts_or_later_nodes(tiny_flow, tiny_predictor, threads, fmt, kind):
+    """core.num_threads 1, 2 and 8, and a node made later with other settings (which
+    used to reset torch's process-wide thread count), give the same bytes."""
+    src = moving(fmt, length=6, width=320, height=180, speed=2.5)
+
+    def make() -> vs.VideoNode:
+        if kind == "extend":
+            return vs_vgan.extend(src, frames=4, model=tiny_predictor, device="cpu")
+        conv = {"fps": "60000/1001"} if kind == "fps" else {"factor": "5/2"}
+        return vs_vgan.interpolate(src, **conv, model=tiny_flow, device="cpu")
+
+    before = torch.get_num_threads()
+    try:
+        threads(1)
+        ref = _render(make())
+        for n in (2, 8):
+            threads(n)
+            assert _render(make()) == ref, n
+        threads(2)
+        first = make()
+        threads(1)
+        vs_vgan.interpolate(src, factor=2, model=tiny_flow, device="cpu", num_streams=1)  # a later node
+        threads(2)
+        assert _render(first) == ref
+        torch.set_num_threads(2)  # another plugin or the script changes torch's threads
+        assert _render(make()) == ref
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("ratio", ["2", "5/2", "1/2", "5/3", "3/7", "1001/1000", "7", "2400/1001", "1"])
+@pytest.mark.parametrize("periodic", [True, False])
+def test_remap_picks_the_left_neighbour_of_every_output_frame(ratio, periodic, monkeypatch):
+    """One SelectEvery cycle (or, for a long period, the lists of dropped and repeated
+    frames) gives output frame k source frame floor(k / ratio), for the whole output."""
+    from fractions import Fraction
+
+    from vs_vgan import engine
+    from vs_vgan.timing import Timeline
+
+    if not periodic:
+        monkeypatch.setattr(engine, "_PERIOD_MAX", 0)
+    for length in (1, 2, 7, 23):
+        timeline = Timeline(length, Fraction(ratio), Fraction(24))
+        out = engine.remap(numbered(length), timeline)
+        assert out.num_frames == timeline.num_frames
+        got = [f.props["src"] for f in out.frames()]
+        assert got == [k * timeline.ratio.denominator // timeline.ratio.numerator for k in range(out.num_frames)]
+
+
+@pytest.mark.parametrize("size, scale, fits", [((3, 3), 0.25, "1.0 or 0.5"), ((8, 2), 0.25, "1.0 or 0.5"),
+                                               ((1, 5), 0.5, "1.0")])
+def test_scale_too_small_for_the_frames_is_refused_when_the_node_is_made(tiny_flow, size, scale, fits):
+    clip = core.std.BlankClip(format=vs.RGB24, width=size[0], height=size[1], length=3)
+    for make in (lambda: vs_vgan.interpolate(clip, model=tiny_flow, device="cpu", scale=scale),
+                 lambda: vs_vgan.predict(clip, device="cpu", scale=scale)):
+        with pytest.raises(ValueError, match=rf"scale must be {fits} for {size[0]}x{size[1]} frames .*; got {scale}"):
+            make()
+    ok = vs_vgan.interpolate(core.std.BlankClip(format=vs.RGB24, width=4, height=4, length=3), model=tiny_flow,
+                             device="cpu", scale=0.25)
+    ok.get_frame(1)

@@ -4,11 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import vapoursynth as vs
 
-from conftest import TINY_FLOW_KWARGS, make_tiny_flow_spec
+import vs_vgan
+
+from conftest import TINY_FLOW_KWARGS, frame_bytes, make_tiny_flow_spec, moving
 from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, REGISTRY, ModelSpec, get_spec, list_models, load_model
 from vs_vgan.models.flownet import FlowInterpolator, correlation, warp
 from vs_vgan.models.loader import weights_path
+
+core = vs.core
 
 CPU = torch.device("cpu")
 
@@ -245,3 +250,51 @@ def test_the_spec_is_where_a_models_facts_are_read(tiny_flow):
                     sha256=tiny_flow.sha256, modulo=12)
     with pytest.raises(ValueError, match=r"^vs_vgan.interpolate: the modulo of model 'odd' must be a multiple of 8"):
         load_model(odd, CPU, torch.float32)
+
+
+# ---------------------------------------------------------------------- non-finite samples
+def _poked(fmt: int, value: float, width: int = 96, height: int = 64) -> vs.VideoNode:
+    """A moving float clip with a 24x24 patch of ``value`` in frame 1's first plane."""
+    src = moving(fmt, length=5, width=width, height=height, speed=2)
+
+    def poke(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        fout = f.copy()
+        if n == 1:
+            np.asarray(fout[0])[20:44, 30:54] = value
+        return fout
+
+    return core.std.ModifyFrame(src, src, poke)
+
+
+def _nonfinite_share(frame: vs.VideoFrame) -> float:
+    return max(float((~np.isfinite(np.asarray(frame[p]))).mean()) for p in range(frame.format.num_planes))
+
+
+@pytest.mark.parametrize("fmt", [vs.RGBS, vs.YUV420PS, vs.GRAYS])
+@pytest.mark.parametrize("value, precision", [(np.nan, "fp32"), (np.inf, "fp32"), (-np.inf, "fp32"),
+                                              (1e38, "fp32"), (1e30, "fp16")])
+def test_a_non_finite_patch_stays_local(tiny_flow, tiny_predictor, fmt, value, precision):
+    """NaN, Inf or a huge value in a patch of one frame leaves every other sample of the
+    frames made from it finite (it used to make every synthesized sample NaN; 1e30 too
+    in fp16, the CUDA default)."""
+    src = _poked(fmt, value)
+    patch = 24 * 24 / (96 * 64)
+    out = vs_vgan.interpolate(src, factor=4, model=tiny_flow, device="cpu", scene_detect=False, precision=precision)
+    for n in range(1, 8):  # the frames made from pairs (0, 1) and (1, 2)
+        if n % 4:
+            assert _nonfinite_share(out.get_frame(n)) <= 2 * patch, n
+    clean = vs_vgan.interpolate(moving(fmt, length=5, width=96, height=64, speed=2), factor=4, model=tiny_flow, device="cpu", scene_detect=False, precision=precision)
+    assert frame_bytes(clean.get_frame(13)) == frame_bytes(out.get_frame(13))  # pair (3, 4) untouched
+    ext = vs_vgan.extend(src[:2], frames=3, model=tiny_predictor, device="cpu", scene_detect=False,
+                         precision=precision)
+    for n in range(2, 5):
+        assert _nonfinite_share(ext.get_frame(n)) <= 3 * patch, n
+
+
+def test_sanitize_keeps_ordinary_frames_and_bounds_the_rest():
+    from vs_vgan.models.flownet import INPUT_RANGE, sanitize
+
+    x = torch.linspace(-0.2, 1.2, 50).view(1, 1, 5, 10)
+    assert torch.equal(sanitize(x), x)
+    bad = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.25])
+    assert sanitize(bad).tolist() == [0.5, INPUT_RANGE[1], INPUT_RANGE[0], INPUT_RANGE[1], INPUT_RANGE[0], 0.25]

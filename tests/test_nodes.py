@@ -10,7 +10,7 @@ import torch
 import vapoursynth as vs
 
 import vs_vgan
-from conftest import fetch_in_random_order, frame_bytes, moving, noise, planes, ramp
+from conftest import fetch_in_random_order, frame_bytes, moving, noise, numbered, planes, ramp
 from vs_vgan.models import ModelSpec, load_model
 from vs_vgan.engine import ComputeCache
 
@@ -363,3 +363,29 @@ def test_lanes_give_the_frames_of_a_single_node(tiny_flow, lanes, block):
         a, b = single.get_frame(k), dealt.get_frame(k)
         assert frame_bytes(a) == frame_bytes(b), k
         assert (a.props["_DurationNum"], a.props["_DurationDen"]) == (b.props["_DurationNum"], b.props["_DurationDen"])
+
+
+def test_large_factors_build_a_small_graph_and_right_frames(tiny_flow, threads):
+    """factor=1000 on a long clip builds at once (the lanes' blocks are bounded, the remap
+    is one cycle): the first and last frames are right."""
+    threads(2)
+    src = moving(vs.RGB24, length=3, width=32, height=32)
+    out = vs_vgan.interpolate(src * 2000, factor=1000, model=tiny_flow, device="cpu", scene_detect=False)
+    assert out.num_frames == 6_000_000
+    assert frame_bytes(out.get_frame(0)) == frame_bytes(src.get_frame(0))
+    assert frame_bytes(out.get_frame(1000)) == frame_bytes(src.get_frame(1))
+    assert frame_bytes(out.get_frame(out.num_frames - 1)) == frame_bytes(src.get_frame(2))
+
+
+def test_huge_factors_build_at_once_or_are_refused_naming_the_limit(threads):
+    """factor=10**9 used to build for minutes and take gigabytes (a list entry per output
+    frame, a node per frame of a lane's block); now a 2-frame clip builds at once, and
+    where the output would not fit VapourSynth the error names the limit."""
+    threads(2)
+    src = numbered(2)
+    out = vs_vgan.interpolate(src, factor=10**9, model="blend", device="cpu", scene_detect=False)
+    assert out.num_frames == 2 * 10**9
+    assert [out.get_frame(k).props["src"] for k in (0, 10**9 - 1, 10**9, out.num_frames - 1)] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match=r"^vs_vgan.interpolate: factor must be at most 2147483647/6 for a 6-frame "
+                                         r"clip \(VapourSynth's longest clip has 2147483647 frames\); got 1000000000"):
+        vs_vgan.interpolate(numbered(6), factor=10**9, model="blend", device="cpu")

@@ -152,3 +152,141 @@ def test_repair_and_extend_are_deterministic_under_random_concurrent_access(tiny
             out = build()
             for k, data in fetch_in_random_order(out, seed=n_threads):
                 assert data == expected[k], (k, n_threads)
+
+
+# ---------------------------------------------------------------------- robustness (issue 13)
+def _render(clip: vs.VideoNode) -> list[bytes]:
+    return [frame_bytes(f) for f in clip.frames()]
+
+
+# ---------------------------------------------------------------------- repair across cuts
+def _cut_to_inverse(props: bool) -> vs.VideoNode:
+    """A moving pattern cut to its inverse after frame 32 (``clip = S[:33] + Invert(S[33:])``),
+    the cut found by the detector or marked by ``_SceneChangePrev`` on frame 33."""
+    s = moving(vs.RGB24, length=45, width=64, height=48, speed=1.5)
+    clip = s[:33] + core.std.Invert(s[33:])[:12]
+    if props:
+        clip = clip[:33] + core.std.SetFrameProps(clip[33], _SceneChangePrev=1) + clip[34:]
+    return clip
+
+
+@pytest.mark.parametrize("props", [False, True], ids=["detector", "props"])
+def test_repair_after_a_cut_rebuilds_from_its_own_scene(tiny_flow, tiny_predictor, props):
+    """A bad frame just after a cut is predicted backwards from the frames after it, as
+    at the clip's start; a run spanning the cut rebuilds each side from its own scene."""
+    clip = _cut_to_inverse(props)
+    kw = dict(model=tiny_flow, predict_model=tiny_predictor, device="cpu", scene_detect=not props)
+    out = vs_vgan.repair(clip, frames=[33], **kw)
+    at_start = vs_vgan.repair(clip[33:], frames=[0], **kw)
+    assert frame_bytes(out.get_frame(33)) == frame_bytes(at_start.get_frame(0))
+    a, b = (np.asarray(out.get_frame(33)[0], dtype=float), np.asarray(clip.get_frame(32)[0], dtype=float))
+    assert np.abs(a - b).mean() > 40  # not the previous scene (the inverse pattern)
+
+    run = vs_vgan.repair(clip, frames=[33, 34], **kw)  # both after the cut: backwards from 36, 35
+    two_at_start = vs_vgan.repair(clip[33:], frames=[0, 1], **kw)
+    for n in (33, 34):
+        assert frame_bytes(run.get_frame(n)) == frame_bytes(two_at_start.get_frame(n - 33)), n
+
+    span = vs_vgan.repair(clip, frames=[32, 33], **kw)  # 32 before the cut, 33 after it
+    at_end = vs_vgan.repair(clip[:33], frames=[32], **kw)
+    assert frame_bytes(span.get_frame(32)) == frame_bytes(at_end.get_frame(32))
+    assert frame_bytes(span.get_frame(33)) == frame_bytes(at_start.get_frame(0))
+
+
+def test_repair_of_a_frame_alone_in_its_scene_leaves_it(tiny_flow, tiny_predictor):
+    s = moving(vs.RGB24, length=12, width=64, height=48)
+    alone = core.std.SetFrameProps(core.std.Invert(s[5:6]), _SceneChangePrev=1, _SceneChangeNext=1)
+    clip = s[:5] + alone + s[6:]  # frame 5 is a scene of its own
+    out = vs_vgan.repair(clip, frames=[5], model=tiny_flow, predict_model=tiny_predictor, device="cpu")
+    assert frame_bytes(out.get_frame(5)) == frame_bytes(clip.get_frame(5))
+
+
+# ---------------------------------------------------------------------- bounded roll-outs
+@pytest.fixture
+def rollouts(monkeypatch):
+    """The prediction roll-outs made during a test that are still alive (a weak set)."""
+    import gc
+    import weakref
+
+    from vs_vgan import prediction
+
+    made: weakref.WeakSet = weakref.WeakSet()
+
+    class Tracked(prediction._Rollout):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.add(self)
+
+    monkeypatch.setattr(prediction, "_Rollout", Tracked)
+
+    def alive() -> list:
+        gc.collect()
+        return list(made)
+
+    return alive
+
+
+def test_extend_keeps_a_bounded_rollout_and_recomputes_the_same_bytes(tiny_predictor, monkeypatch, rollouts):
+    """A long roll-out keeps the newest context, a few outputs and a bounded number of
+    checkpoints; outputs no longer kept come back byte-identical, in any order."""
+    from vs_vgan import prediction
+
+    src = moving(vs.RGB24, length=4, width=64, height=48)
+    kw = dict(frames=60, model=tiny_predictor, device="cpu")
+    monkeypatch.setattr(prediction, "_ROLLOUT_KEEP", 1000)  # keep everything: the reference
+    monkeypatch.setattr(prediction, "_CHECKPOINTS", 1000)
+    ref_end = _render(vs_vgan.extend(src, side="end", **kw))
+    ref_start = _render(vs_vgan.extend(src, side="start", **kw))
+    monkeypatch.setattr(prediction, "_ROLLOUT_KEEP", 2)
+    monkeypatch.setattr(prediction, "_CHECKPOINTS", 4)
+    for side, ref in (("end", ref_end), ("start", ref_start)):
+        clip = vs_vgan.extend(src, side=side, **kw)
+        assert _render(clip) == ref, side  # in display order (backwards for "start")
+        (rollout,) = rollouts()
+        assert len(rollout.outputs) <= rollout.keep and len(rollout.checkpoints) <= 5
+        assert rollout.next == 60 and rollout.spacing >= 16
+        for k, data in fetch_in_random_order(clip, seed=1):
+            assert data == ref[k], (side, k)
+        del clip, rollout
+        assert rollouts() == []
+
+
+def test_repair_keeps_a_bounded_number_of_rollouts(tiny_flow, tiny_predictor, rollouts):
+    """A cut every 10 frames with the frame before each listed as bad: every one is
+    predicted, and only a few roll-outs stay alive (all 40 used to)."""
+    s = moving(vs.RGB24, length=400, width=32, height=32)
+    parts = [s[i:i + 10] if (i // 10) % 2 == 0 else core.std.Invert(s[i:i + 10]) for i in range(0, 400, 10)]
+    clip = core.std.Splice(parts)
+    bad = list(range(9, 400, 10))
+    out = vs_vgan.repair(clip, frames=bad, model=tiny_flow, predict_model=tiny_predictor, device="cpu")
+    for f in out.frames():
+        pass
+    alive = len(rollouts())
+    assert 0 < alive <= 4 + core.num_threads
+
+
+# ---------------------------------------------------------------------- repair's plan (pure)
+@pytest.mark.parametrize("bad_frames, cuts, n, expected", [
+    ({5}, set(), 4, ("keep",)),
+    ({5}, set(), 5, ("interpolate", (4, 6), Fraction(1, 2))),
+    ({5, 6}, set(), 6, ("interpolate", (4, 7), Fraction(2, 3))),
+    ({5, 6, 7}, set(), 5, ("too-long",)),  # max_run 2
+    ({9}, set(), 9, ("forward", (7, 8), 0, False)),  # the clip's last frame
+    ({0, 1}, set(), 1, ("backward", (3, 2), 0, False)),  # the clip starts with a run
+    ({0, 1}, set(), 0, ("backward", (3, 2), 1, False)),
+    ({5}, {4}, 5, ("backward", (7, 6), 0, False)),  # a cut between 4 and 5: 5 starts its scene
+    ({5}, {5}, 5, ("forward", (3, 4), 0, False)),  # a cut after 5
+    ({5}, {3}, 5, ("interpolate", (4, 6), Fraction(1, 2))),
+    ({5}, {3, 5}, 5, ("forward", (3, 4), 0, True)),  # 4 alone before 5 in its scene: no motion
+    ({5}, {4, 5}, 5, ("alone",)),
+    ({4, 6}, {5}, 6, ("backward", (8, 7), 0, False)),
+])
+def test_plan_repair_decides_from_bad_frames_and_cuts_only(bad_frames, cuts, n, expected):
+    """The decision table of repair: interpolate inside a scene, predict away from a cut or
+    the clip's edge, leave a run that is too long or a frame alone in its scene."""
+    from vs_vgan.prediction import plan_repair
+
+    plan = plan_repair(n, 10, lambda i: i in bad_frames, lambda i: i in cuts, max_run=2)
+    got = {"keep": ("keep",), "too-long": ("too-long",), "alone": ("alone",),
+           "interpolate": ("interpolate", plan.keys, plan.t)}.get(plan.how, (plan.how, plan.keys, plan.step, plan.still))
+    assert got == expected

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +27,8 @@ from .frames import FrameBridge, check_format
 from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL
 from .models.contract import CONTEXT
 
-__all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD"]
+__all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD", "RepairPlan",
+           "plan_repair"]
 
 log = logging.getLogger("vs_vgan")
 
@@ -377,47 +379,76 @@ def repair(
             return is_cut(frame(i), frame(i + 1), frame(i) if scene_detect else None)
 
         fout = f[0].copy()  # the source frame, with its own props
-        if not bad(n):
-            return fout
-        first = last = n
-        while first - 1 >= 0 and bad(first - 1) and last - first + 1 <= max_run:
-            first -= 1
-        while last + 1 < n_frames and bad(last + 1) and last - first + 1 <= max_run:
-            last += 1
-        if last - first + 1 > max_run:
-            if not warned:
-                warned.append(n)
-                log.warning("repair: more than %d bad frames in a row around frame %d; left as they are "
-                            "(raise max_run)", max_run, n)
-            return fout
-        left, right = first - 1, last + 1
-        # the good frames around the run that lie in frame n's scene (no cut between)
-        left_ok = left >= 0 and not any(cut_after(i) for i in range(left, n))
-        right_ok = right < n_frames and not any(cut_after(i) for i in range(n, right))
-        if left_ok and right_ok:
-            t = Fraction(n - left, right - left)
+        plan = plan_repair(n, n_frames, bad, cut_after, max_run)
+        if plan.how == "too-long" and not warned:
+            warned.append(n)
+            log.warning("repair: more than %d bad frames in a row around frame %d; left as they are "
+                        "(raise max_run)", max_run, n)
+        if plan.how == "interpolate":
+            left, right = plan.keys
             with interp.frame_context():
-                interp.synthesize(left, right, t, frame(left), frame(right), fout)
+                interp.synthesize(left, right, plan.t, frame(left), frame(right), fout)
             return fout
-        if left_ok:  # predict forward from (left - 1, left)
-            far = left - 1
-            still = far < 0 or bad(far) or cut_after(far)
-            context, keys, k = [frame(max(far, 0)), frame(left)], (max(far, 0), left), n - left - 1
-        elif right_ok:  # the run starts its scene (or the clip): predict backwards from (right + 1, right)
-            far = right + 1
-            still = far >= n_frames or bad(far) or cut_after(right)
-            far_in = min(far, n_frames - 1)
-            context, keys, k = [frame(far_in), frame(right)], (far_in, right), right - n - 1
-        else:
-            return fout  # no good frame on either side within its scene and reach
-        rollout = rollouts.get((keys[1], left_ok), lambda: _Rollout(pred, keys, keep=max_run))
-        out = rollout.get(k, context, still)
+        if plan.how not in ("forward", "backward"):
+            return fout
+        rollout = rollouts.get((plan.keys[1], plan.how == "forward"), lambda: _Rollout(pred, plan.keys, keep=max_run))
+        out = rollout.get(plan.step, [frame(i) for i in plan.keys], plan.still)
         with torch.inference_mode(), pred.slot:
             pred.write(out, fout)
         return fout
 
     # the caches and roll-outs are shared by the lanes, and locked where they are filled
     return in_lanes(clip, [clip, *window], select, _lanes(pred), block=1)
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """How :func:`repair` rebuilds one frame (:func:`plan_repair`).
+
+    ``how``: ``"keep"`` (not bad), ``"too-long"`` (its run is longer than ``max_run``: left
+    as it is), ``"alone"`` (no good frame of its scene within reach: left as it is),
+    ``"interpolate"`` between ``keys`` = (left, right) at ``t``, or ``"forward"`` /
+    ``"backward"``: step ``step`` (0-based away from the context) of the roll-out from
+    ``keys`` = (second-nearest, nearest) good frames, with ``still`` when there is no motion
+    to extend (the second-nearest is bad, beyond the clip or across a cut: the nearest
+    is repeated)."""
+
+    how: str
+    keys: tuple[int, int] = (0, 0)
+    t: Fraction = Fraction(0)
+    step: int = 0
+    still: bool = False
+
+
+def plan_repair(n: int, n_frames: int, bad: Callable[[int], bool], cut_after: Callable[[int], bool],
+                max_run: int) -> RepairPlan:
+    """What :func:`repair` does for frame ``n`` of ``n_frames``, given which frames are bad
+    (``bad(i)``, False outside the clip) and where scenes are cut (``cut_after(i)``: a cut
+    between ``i`` and ``i + 1``).  Pure: no frames, no network."""
+    if not bad(n):
+        return RepairPlan("keep")
+    first = last = n
+    while first - 1 >= 0 and bad(first - 1) and last - first + 1 <= max_run:
+        first -= 1
+    while last + 1 < n_frames and bad(last + 1) and last - first + 1 <= max_run:
+        last += 1
+    if last - first + 1 > max_run:
+        return RepairPlan("too-long")
+    left, right = first - 1, last + 1
+    # the good frames around the run that lie in frame n's scene (no cut between)
+    left_ok = left >= 0 and not any(cut_after(i) for i in range(left, n))
+    right_ok = right < n_frames and not any(cut_after(i) for i in range(n, right))
+    if left_ok and right_ok:
+        return RepairPlan("interpolate", (left, right), t=Fraction(n - left, right - left))
+    if left_ok:  # predict forward from (left - 1, left)
+        far = left - 1
+        return RepairPlan("forward", (max(far, 0), left), step=n - left - 1,
+                          still=far < 0 or bad(far) or cut_after(far))
+    if right_ok:  # the run starts its scene (or the clip): predict backwards from (right + 1, right)
+        far = right + 1
+        return RepairPlan("backward", (min(far, n_frames - 1), right), step=right - n - 1,
+                          still=far >= n_frames or bad(far) or cut_after(right))
+    return RepairPlan("alone")
 
 
 def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:
