@@ -213,3 +213,18 @@ def _numbered_frame(f: vs.VideoFrame, n: int) -> vs.VideoFrame:
     fout = f.copy()
     fout.props["src"] = n
     return fout
+
+
+@pytest.fixture(scope="session")
+def rife_pkl(tmp_path_factory) -> Path:
+    """A seeded RIFE 4.25 ``flownet.pkl`` (random weights, torch.save'd as the published
+    files are: ``module.``-prefixed names and a training-only ``teacher.`` tensor)."""
+    from vs_vgan.models.ifnet import RifeNet
+
+    with torch.device("meta"):
+        net = RifeNet("4.25")
+    state = {f"module.{k}": v for k, v in seeded_state_dict(net, seed=3).items()}
+    state["module.teacher.conv0.weight"] = torch.zeros(2, 2)
+    path = tmp_path_factory.mktemp("rife") / "flownet.pkl"
+    torch.save(state, path)
+    return path

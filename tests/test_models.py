@@ -35,7 +35,7 @@ def test_unknown_model_name():
     with pytest.raises(ValueError) as info:
         get_spec("nope", task="interpolate", func="interpolate")
     assert str(info.value).startswith("vs_vgan.interpolate: model must be one of 'vgan-flow-v1', 'blend'")
-    assert "or a ModelSpec; got 'nope'" in str(info.value)
+    assert "a ModelSpec or the path of a RIFE flownet.pkl; got 'nope'" in str(info.value)
 
 
 def test_model_of_wrong_type_or_task():

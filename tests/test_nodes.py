@@ -269,7 +269,7 @@ def test_error_one_frame_clip():
 
 
 def test_error_unknown_model():
-    assert _msg(ValueError, model="rife").startswith("vs_vgan.interpolate: model must be one of 'vgan-flow-v1', 'blend' or a ModelSpec; got 'rife'")
+    assert _msg(ValueError, model="rife").startswith("vs_vgan.interpolate: model must be one of 'vgan-flow-v1', 'blend', a ModelSpec or the path of a RIFE flownet.pkl; got 'rife'")
 
 
 def test_error_missing_and_corrupt_weights(tmp_path, tiny_flow):

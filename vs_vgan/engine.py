@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -100,7 +101,7 @@ def load_network(func: str, clip: vs.VideoNode, model: object, task: str, defaul
     if policy:
         devices.apply_cpu_policy()
     caps = capabilities_of(net)  # the spec's (its architecture's), checked against the network's methods
-    if float(scale) != 1.0 and not caps.frame_analysis:
+    if float(scale) != 1.0 and not (caps.frame_analysis or caps.scales):
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
     if compile:
         net = CompiledNetwork(net, func=func)
@@ -370,8 +371,10 @@ class Runner:
         self.bridge = bridge
         self.analyses = self.caps.frame_analysis
         self.modulo = 1 if self.analyses else network.spec.modulo
+        if self.caps.scales:  # padded for the motion estimation at its scale
+            self.modulo = math.lcm(self.modulo, int(self.net.modulo_for(self.scale)))
         self.planar = self.caps.planar and bridge.planar
-        # only motion-analysing networks take the scale; others are called as before
+        # only networks that estimate motion at a scale take it; others are called as before
         self.encode_kw = {"scale": self.scale} if self.scale != 1.0 else {}
         self.frames = ComputeCache(cache_size + 1)
         self.pairs = ComputeCache(cache_size)
@@ -459,7 +462,7 @@ class Runner:
             size = (self.bridge.height, self.bridge.width)
             return [self.net.render(flows_t, fine, tt, self.scale, p0, p1, size=size, mix=mix, bounds=bounds)
                     for p0, p1, (mix, bounds) in zip(planes0, planes1, self.bridge.plane_mixes(props))]
-        out = self.net.synthesize(state, tt) if self.caps.pair_state else self.net(*state, tt)
+        out = self.net.synthesize(state, tt) if self.caps.pair_state else self.net(*state, tt, **self.encode_kw)
         if self.modulo > 1:
             out = out[..., : self.bridge.height, : self.bridge.width]
         return out

@@ -2,7 +2,8 @@
 
 :class:`CompiledNetwork` stands in for a loaded network (it forwards every attribute) and
 runs its per-frame, per-pair and per-output methods (``prepare``, ``pair``, ``fields``,
-``render``, ``synthesize``, ``encode``, ``predict_state``, ``predict``) as compiled
+``render``, ``synthesize``, ``encode``, ``predict_state``, ``predict``, and ``forward``
+for networks run once per pair and ``t``, called as the network itself) as compiled
 functions (TorchInductor, fixed shapes: one compilation per frame or plane size, made on
 the first frames).  The network itself is not changed: it is shared by every node that
 loaded it.
@@ -27,7 +28,8 @@ __all__ = ["CompiledNetwork", "COMPILED_METHODS"]
 
 log = logging.getLogger("vs_vgan")
 
-COMPILED_METHODS = ("prepare", "pair", "fields", "render", "synthesize", "encode", "predict_state", "predict")
+COMPILED_METHODS = ("prepare", "pair", "fields", "render", "synthesize", "encode", "predict_state", "predict",
+                    "forward")
 #: Calls of each method made one at a time (under a lock) before calls may overlap: the
 #: first calls compile (once per input size), and compiling is not made concurrently.
 _WARMUP_CALLS = 8
@@ -46,6 +48,10 @@ class CompiledNetwork:
         self._calls: dict[str, int] = {}
         self._compiled = {name: compiler(getattr(net, name), dynamic=False) for name in COMPILED_METHODS
                           if callable(getattr(net, name, None))}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The network's ``forward`` (compiled), as calling the module would run it."""
+        return self._call("forward", args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         # only reached for what the instance itself lacks: the network's attributes

@@ -16,6 +16,9 @@ anything):
   (``prepare``) and pairs two analyses (``pair``), so a frame shared by two pairs is
   analysed once; it pads inside and takes frames of any size, and ``scale`` < 1 runs the
   analysis on downscaled frames;
+* ``scales`` (a network without ``frame_analysis``): a :class:`ScaledNetwork` takes the
+  node's ``scale`` (< 1: motion estimated on smaller frames) as ``forward(..., scale=s)``
+  and says the padding it then needs, ``modulo_for(scale)`` (RIFE's own scale list);
 * ``planar``: a :class:`PlanarNetwork` renders YUV and GRAY frames in their own planes
   (``fields`` then ``render`` per group of equally sized planes);
 * ``context`` > 0: a predictor.  Frame ``n`` is made from the ``context`` frames before
@@ -30,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 __all__ = ["CONTEXT", "Capabilities", "PairwiseNetwork", "PairStateNetwork", "FrameAnalysisNetwork", "PlanarNetwork",
-           "capabilities_of"]
+           "ScaledNetwork", "capabilities_of"]
 
 
 #: Context frames the nodes give a predictor: frame n is predicted from frames n-2 and n-1.
@@ -44,12 +47,16 @@ class Capabilities:
     pair_state: bool = True
     frame_analysis: bool = False
     planar: bool = False
+    scales: bool = False
     context: int = 0
     t: float | None = None
 
     def __post_init__(self) -> None:
         if self.frame_analysis and not self.pair_state:
             raise ValueError("Capabilities: frame_analysis needs pair_state (prepare/pair build the pair state)")
+        if self.scales and self.frame_analysis:
+            raise ValueError("Capabilities: scales is for networks without frame_analysis (whose prepare takes "
+                             "the scale)")
         if self.planar and not self.frame_analysis:
             raise ValueError("Capabilities: planar needs frame_analysis")
         if self.context < 0 or (self.context > 0) != (self.t is not None):
@@ -83,6 +90,13 @@ class FrameAnalysisNetwork(Protocol):
 
 
 @runtime_checkable
+class ScaledNetwork(Protocol):
+    def __call__(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, *, scale: float) -> torch.Tensor: ...
+
+    def modulo_for(self, scale: float) -> int: ...
+
+
+@runtime_checkable
 class PlanarNetwork(Protocol):
     def fields(self, state: Any, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -90,7 +104,8 @@ class PlanarNetwork(Protocol):
                img0: torch.Tensor, img1: torch.Tensor, **kwargs: Any) -> torch.Tensor: ...
 
 
-_PROTOCOLS = (("pair_state", PairStateNetwork), ("frame_analysis", FrameAnalysisNetwork), ("planar", PlanarNetwork))
+_PROTOCOLS = (("pair_state", PairStateNetwork), ("frame_analysis", FrameAnalysisNetwork), ("planar", PlanarNetwork),
+              ("scales", ScaledNetwork))
 
 
 def capabilities_of(net: object) -> Capabilities:

