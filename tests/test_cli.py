@@ -116,7 +116,8 @@ def test_info_and_models(tmp_path, capsys):
     assert info["input"]["frames"] == 24 and info["input"]["fps"] == "24"
     assert info["output"] == {"frames": 60, "fps": "60000/1001", "ratio": "2500/1001"}
     assert cli.main(["models"]) == 0
-    assert "vgan-flow-v1 (default)" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "vgan-flow-v1 (default)" in listed and "PATH/flownet.pkl  [interpolate, rife]" in listed
     with pytest.raises(SystemExit) as exc:
         cli.main(["upconvert", str(src), "-o", "x.mkv", "--fps", "0"])
     assert exc.value.code == cli.EXIT_USAGE
@@ -180,3 +181,24 @@ def test_upconvert_passes_the_speed_options(tmp_path, monkeypatch):
     assert cli.main(args) == cli.EXIT_OK
     assert seen["num_streams"] == 1 and seen["precision"] == "fp32" and seen["compile"] is True
     assert probe(out)["frames"] == 24
+
+
+def test_upconvert_and_repair_take_rife_weights(tmp_path, rife_pkl):
+    """--model PATH: a RIFE flownet.pkl (a seeded random one here) through the command,
+    and a file of another layout refused in one line."""
+    src = make_clip(tmp_path / "in.mkv", seconds=0.5)
+    out = tmp_path / "out.mkv"
+    r = run("upconvert", str(src), "-o", str(out), "--factor", "2", "--model", str(rife_pkl), "--quiet",
+            "--device", "cpu", timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert probe(out)["frames"] == 24
+    other = tmp_path / "other.pkl"
+    import torch
+
+    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, other)
+    r = run("upconvert", str(src), "-o", str(tmp_path / "no.mkv"), "--model", str(other), "--quiet")
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        "vs-vgan: vs_vgan.interpolate: the weights must be a RIFE state dict of a supported version (4.25: 5 flow "
+        "blocks of widths 192/128/96/64/32 and 4 encoder channels); got no 'block0.conv0.1.0.weight' (not a RIFE "
+        "4.x flownet); first keys 'conv.weight'"], r.stderr

@@ -70,6 +70,7 @@ def test_training_library_imports_without_vapoursynth():
         import sys
         sys.modules["vapoursynth"] = None  # any import of it raises ImportError
         import vs_vgan.train.data as d, vs_vgan.train.loop, vs_vgan.train.losses, vs_vgan.models.flownet
+        import vs_vgan.train.teacher, vs_vgan.models.ifnet
         assert "vapoursynth" not in [m for m, v in sys.modules.items() if v is not None]
         print(len(d.__all__))
     """)

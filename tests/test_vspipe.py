@@ -83,3 +83,13 @@ def test_examples_run_under_vspipe(script, frames):
                          capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode(errors="replace")
     assert out.stdout.startswith(b"YUV4MPEG2 ") and out.stdout.count(b"FRAME") == 3
+
+
+@pytest.mark.skipif(VSPIPE is None, reason="vspipe not found")
+@pytest.mark.parametrize("script", ["upconvert_2x.vpy", "to_59.94.vpy", "repair.vpy"])
+def test_examples_take_rife_weights(script, rife_pkl):
+    """-a model=PATH: the examples run a RIFE flownet.pkl (a seeded random one here)."""
+    out = subprocess.run([VSPIPE, "-c", "y4m", "-a", f"model={rife_pkl}", "--start", "0", "--end", "1",
+                          str(EXAMPLES / script), "-"], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    assert out.stdout.count(b"FRAME") == 2

