@@ -339,3 +339,22 @@ def test_auto_precision_is_fp16_on_cuda_and_fp32_on_the_cpu():
     assert devices.resolve_dtype("auto", device=torch.device("cuda", 0), func="interpolate") == torch.float16
     assert devices.resolve_dtype("auto", device=torch.device("cpu"), func="interpolate") == torch.float32
     assert devices.resolve_dtype(" BF16 ", device=torch.device("cpu"), func="interpolate") == torch.bfloat16
+
+
+def test_compile_runs_a_network_called_as_itself(rife_pkl, monkeypatch):
+    """RIFE (no pair state) is called as the network: compile=True compiles its forward,
+    and falls back to it with the same frames."""
+    compiled_names = []
+
+    def recording_compiler(fn, **kw):
+        compiled_names.append(getattr(fn, "__name__", type(fn).__name__))
+        return fn
+
+    src = moving(vs.RGB24, length=3, width=64, height=64)
+    ref = [frame_bytes(f) for f in vs_vgan.interpolate(src, model=str(rife_pkl), device="cpu").frames()]
+    monkeypatch.setattr(torch, "compile", recording_compiler)
+    clip = vs_vgan.interpolate(src, model=str(rife_pkl), device="cpu", compile=True)
+    assert [frame_bytes(f) for f in clip.frames()] == ref and "forward" in compiled_names
+    monkeypatch.setattr(torch, "compile", _failing_compiler)
+    clip = vs_vgan.interpolate(src, model=str(rife_pkl), device="cpu", compile=True)
+    assert [frame_bytes(f) for f in clip.frames()] == ref

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
@@ -454,7 +455,7 @@ def plan_repair(n: int, n_frames: int, bad: Callable[[int], bool], cut_after: Ca
 def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:
     if frames is None:
         return frozenset()
-    if isinstance(frames, (str, bytes)) or not hasattr(frames, "__iter__"):
+    if isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
         raise type_error(func, "frames", "a list of frame numbers", frames)
     out = set()
     for x in frames:
