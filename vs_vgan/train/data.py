@@ -66,7 +66,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Suffixes read through VapourSynth's bestsource; ``.webp`` is read with Pillow when animated.
-VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".y4m"})
+VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".y4m", ".mpg", ".mpeg"})
 
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray, float]

@@ -37,7 +37,8 @@ from . import losses as L
 from .config import TrainConfig
 from .discriminator import TemporalDiscriminator
 
-__all__ = ["Trainer", "g_step", "d_step", "train", "export_weights", "lr_at", "evaluate"]
+__all__ = ["Trainer", "g_step", "d_step", "train", "export_weights", "lr_at", "evaluate",
+           "teacher_flow_loss"]
 
 log = logging.getLogger("vs_vgan.train")
 
@@ -57,6 +58,12 @@ def _adv_weight(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup_steps:
         return 0.0
     return min(1.0, (step - cfg.warmup_steps + 1) / max(1, cfg.adv_ramp))
+
+
+def _teacher_flow_weight(cfg: TrainConfig, step: int) -> float:
+    if cfg.teacher_steps <= 0:
+        return cfg.w_teacher_flow
+    return cfg.w_teacher_flow * max(0.0, 1.0 - step / cfg.teacher_steps)
 
 
 def _flow_aux_weight(cfg: TrainConfig, step: int) -> float:
@@ -84,6 +91,12 @@ class Trainer:
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0)
         self.step = 0
         self.last_fake: torch.Tensor | None = None
+        #: the frozen RIFE teacher (cfg.teacher), on the run's device
+        self.teacher = None
+        if cfg.teacher:
+            from .teacher import RifeTeacher
+
+            self.teacher = RifeTeacher(cfg.teacher, device=self.device)
         #: which clips validation holds out (vs_vgan.train.command), saved in checkpoints;
         #: None before it is chosen and in checkpoints older than held-out validation
         self.validation: dict | None = None
@@ -167,13 +180,37 @@ def _adv_d(cfg: TrainConfig, real_logits, fake_logits) -> torch.Tensor:
     return L.rahinge_d(real_logits, fake_logits)
 
 
-def generate(net: FlowInterpolator, batch: Batch) -> tuple[torch.Tensor, tuple]:
+def generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[torch.Tensor, tuple]:
     """The generator's output for a batch and its pair state: the frame at ``t`` between
-    img0 and img1, or (a :class:`FlowPredictor`) the frame after img0, img1."""
-    state = net.encode(batch["img0"], batch["img1"])
+    img0 and img1 (flows analysed at ``scale``), or (a :class:`FlowPredictor`) the frame
+    after img0, img1."""
+    pred, state, _ = _generate(net, batch, scale)
+    return pred, state
+
+
+def _generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[torch.Tensor, tuple, torch.Tensor | None]:
+    """:func:`generate`, and for an interpolator also its flows from ``t`` to both ends
+    (``fields``' first four channels, level-0 pixels of the analysed, padded frame)."""
     if isinstance(net, FlowPredictor):
-        return net.predict_state(state), state
-    return net.synthesize(state, batch["t"]), state
+        state = net.encode(batch["img0"], batch["img1"])
+        return net.predict_state(state), state, None
+    state = net.encode(batch["img0"], batch["img1"], scale)
+    flows_t, fine = net.fields(state, batch["t"])
+    pred = net.render(flows_t, fine, batch["t"], state.scale, state.img0, state.img1)
+    return pred, state, flows_t[:, :4]
+
+
+def teacher_flow_loss(flows_t: torch.Tensor, teacher_t0: torch.Tensor, teacher_t1: torch.Tensor,
+                      ratio: float) -> torch.Tensor:
+    """Robust L1 (Charbonnier) between the generator's flows from ``t`` to both ends
+    ``(B, 4, h, w)`` in level-0 pixels (``ratio`` frame pixels each: stem / scale) and the
+    teacher's ``(B, 2, H, W)`` pair in frame pixels, compared in frame pixels at the
+    generator's resolution over the frame's area (the analysis padding left out)."""
+    h, w = teacher_t0.shape[-2:]
+    lh, lw = math.ceil(h / ratio), math.ceil(w / ratio)
+    target = torch.cat((teacher_t0, teacher_t1), 1)
+    target = F.interpolate(target, size=(lh, lw), mode="area")
+    return L.charbonnier(flows_t[..., :lh, :lw] * ratio, target)
 
 
 def _disc_frames(net: FlowInterpolator, batch: Batch, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -190,7 +227,7 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
     net.train()
     for g in tr.opt_g.param_groups:
         g["lr"] = lr_at(cfg, tr.step)
-    pred, state = generate(net, batch)
+    pred, state, flows_t = _generate(net, batch, cfg.analysis_scale)
     gt = batch["gt"]
     total, parts = L.reconstruction(pred, gt, w_charb=cfg.w_charb, w_census=cfg.w_census, w_grad=cfg.w_grad,
                                      w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
@@ -201,6 +238,17 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
                                    w_grad=cfg.w_grad, w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
         total = total + cfg.w_rollout * roll
         parts["rollout"] = roll.item()
+    if tr.teacher is not None and flows_t is not None:
+        taught = tr.teacher(batch["img0"], batch["img1"], batch["t"])
+        w_flow = _teacher_flow_weight(cfg, tr.step)
+        if w_flow > 0:
+            flow_loss = teacher_flow_loss(flows_t, taught.flow_t0, taught.flow_t1, net.stem / cfg.analysis_scale)
+            total = total + w_flow * flow_loss
+            parts["teacher_flow"] = flow_loss.item()
+        if cfg.w_teacher_frame > 0:
+            frame_loss = L.charbonnier(pred, taught.frame)
+            total = total + cfg.w_teacher_frame * frame_loss
+            parts["teacher_frame"] = frame_loss.item()
     w_aux = _flow_aux_weight(cfg, tr.step)
     if w_aux > 0:
         small0, small1 = net.thumbnails(state)
@@ -240,7 +288,7 @@ def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[
     if fake is None:
         with torch.no_grad():
             tr.net.eval()
-            fake, _ = generate(tr.net, batch)
+            fake, _ = generate(tr.net, batch, tr.cfg.analysis_scale)
     real_logits, _ = tr.disc(*_disc_frames(tr.net, batch, batch["gt"]))
     fake_logits, _ = tr.disc(*_disc_frames(tr.net, batch, fake))
     loss = _adv_d(tr.cfg, real_logits, fake_logits)
@@ -254,7 +302,8 @@ def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[
 
 
 @torch.no_grad()
-def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.device) -> dict[str, float]:
+def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.device,
+             scale: float = 1.0) -> dict[str, float]:
     """Mean PSNR/SSIM of ``net`` over fixed validation batches, beside the trivial
     baseline (linear blend for interpolation, repeating the last frame for prediction)."""
     net.eval()
@@ -262,7 +311,7 @@ def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.devi
     ps, ss, base = [], [], []
     for b in batches:
         b = _to(b, device)
-        pred, _ = generate(net, b)
+        pred, _ = generate(net, b, scale)
         ps.append(float(L.psnr(pred, b["gt"])))
         ss.append(float(L.ssim(pred, b["gt"])))
         trivial = b["img1"] if predicting else torch.lerp(b["img0"], b["img1"], b["t"])
@@ -337,7 +386,7 @@ def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf) -
     tr.save(out / "last.pt")
     row = {"step": tr.step, "checkpoint": str(out / "last.pt")}
     if val_batches:
-        row.update(evaluate(tr.ema, val_batches, tr.device))
+        row.update(evaluate(tr.ema, val_batches, tr.device, tr.cfg.analysis_scale))
     log.info("checkpoint %s", "  ".join(f"{k}={v}" for k, v in row.items()))
     logf.write(json.dumps(row) + "\n")
     logf.flush()
