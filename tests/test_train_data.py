@@ -446,3 +446,26 @@ def test_any_vapoursynth_source_plugin_can_read_the_videos(tmp_path: Path):
     assert calls == [str(path)] and np.array_equal(by_callable, by_name) and by_name.shape[0] == 6
     with pytest.raises(ValueError, match="source must be a callable or the 'namespace.Function' name"):
         data.load_video(path, source="nosuch.Source")
+
+
+def _panning(speed: int, frames: int = 12, size: int = 48, seed: int = 0) -> np.ndarray:
+    """A noise texture panning right by ``speed`` pixels a frame: uint8 (T, size, size, 3)."""
+    rng = np.random.default_rng(seed)
+    width = size + speed * frames
+    coarse = rng.random((size // 12 + 2, width // 12 + 2, 3))  # smooth: the difference grows with the shift
+    wide = (np.kron(coarse, np.ones((12, 12, 1)))[:size, :width] * 255).astype(np.uint8)
+    return np.stack([wide[:, speed * i:speed * i + size] for i in range(frames)])
+
+
+def test_video_triplets_motion_picks_favour_large_motion():
+    clips = [_panning(1, seed=1), _panning(6, seed=2)]
+    motion = {}
+    for picks in (1, 4):
+        source = VideoTriplets(clips, max_span=2, motion_picks=picks, scale_range=(1.0, 1.0))
+        rng = np.random.default_rng(0)
+        diffs = [float(np.abs(s[2] - s[0]).mean()) for s in (source.sample(rng, 32) for _ in range(60))]
+        motion[picks] = float(np.mean(diffs))
+        assert source.stats["samples"] == 60 * picks
+    assert motion[4] > 1.15 * motion[1], motion
+    with pytest.raises(ValueError, match="motion_picks must be an int >= 1; got 0"):
+        VideoTriplets(clips, motion_picks=0)

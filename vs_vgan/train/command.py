@@ -166,7 +166,7 @@ def prepare_data(cfg: TrainConfig, *, source: str | Callable | None = None,
 
         val_runs = runs(held_clips) if held_clips else None
     else:
-        real = D.VideoTriplets(train_clips, max_span=cfg.max_span)
+        real = D.VideoTriplets(train_clips, max_span=cfg.max_span, motion_picks=cfg.motion_picks)
         sources, probs = [real], [1.0 - cfg.p_synthetic]
         if cfg.p_synthetic > 0:
             sources.append(D.SyntheticMotion(D.still_images()))

@@ -105,6 +105,7 @@ class TrainConfig:
     max_side: int = 0             # > 0: videos cached with their longer side at most this
     p_synthetic: float = 0.3      # share of synthetic-motion samples, the rest real video
     max_span: int = 4             # triplets (i, i+k, i+n) with n <= max_span: t = k/n
+    motion_picks: int = 1         # > 1: the most moving of that many real triplets (large motion more often)
     # prediction: frames i, i+g, i+2g, i+3g with g <= max_gap; the generator predicts i+2g from
     # (i, i+g), then i+3g from (i+g, its own prediction), weighted w_rollout (0: one step only)
     max_gap: int = 2

@@ -408,11 +408,14 @@ class VideoTriplets:
     first): a data set of static clips never hangs.  ``stats`` counts the rejections and
     fallbacks; the first fallback is logged as a warning.  Clips shorter than 3 frames are
     ignored.
+
+    ``motion_picks`` > 1 favours large motion: that many accepted windows are drawn and the
+    most moving one (mean absolute difference of img0 and img1) is kept.
     """
 
     def __init__(self, clips: Sequence[np.ndarray], *, max_span: int = 4, min_motion: float = 0.004,
                  scale_range: tuple[float, float] = (0.5, 1.0), cut_diff: float = 0.25,
-                 max_tries: int = 10) -> None:
+                 max_tries: int = 10, motion_picks: int = 1) -> None:
         func = "train.data.VideoTriplets"
         for j, clip in enumerate(clips):
             if not isinstance(clip, np.ndarray):
@@ -427,6 +430,9 @@ class VideoTriplets:
             raise value_error(func, "scale_range", "(low, high) with 0 < low <= high", scale_range)
         if max_tries < 1:
             raise value_error(func, "max_tries", "an int >= 1", max_tries)
+        if isinstance(motion_picks, bool) or not isinstance(motion_picks, int) or motion_picks < 1:
+            raise value_error(func, "motion_picks", "an int >= 1", motion_picks)
+        self.motion_picks = motion_picks
         self.clips = [clip for clip in clips if clip.shape[0] >= 3]
         if not self.clips:
             raise value_error(func, "clips", "at least one clip of 3 frames or more",
@@ -506,10 +512,23 @@ class VideoTriplets:
         self.stats["samples"] += 1
         return chosen
 
+    def _choose_moving(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
+        """:meth:`_choose`, or the most moving of ``motion_picks`` of its windows."""
+        chosen = self._choose(rng, crop)
+        if self.motion_picks == 1:
+            return chosen
+        best = self._judge(chosen[0])[1]
+        for _ in range(self.motion_picks - 1):
+            other = self._choose(rng, crop)
+            motion = self._judge(other[0])[1]
+            if motion > best:
+                chosen, best = other, motion
+        return chosen
+
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         """One augmented triplet ``(img0, gt, img1, t)``; images float32 ``(3, crop, crop)`` in [0, 1]."""
         crop = _check_crop("train.data.VideoTriplets.sample", crop)
-        window, k, n = self._choose(rng, crop)
+        window, k, n = self._choose_moving(rng, crop)
         return self._augment(window, k, n, rng)
 
     @staticmethod
