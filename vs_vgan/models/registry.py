@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 from ..errors import type_error, value_error
 
-__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "TORCH_STATE_READERS", "DEFAULT_INTERPOLATION_MODEL", "DEFAULT_PREDICTION_MODEL",
-           "get_spec", "list_models"]
+__all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "TORCH_STATE_READERS", "DEFAULT_INTERPOLATION_MODEL",
+           "DEFAULT_PREDICTION_MODEL", "get_spec", "list_models", "looks_like_path"]
 
 # architecture name -> "module:Class", imported lazily by the loader
 ARCHITECTURES: Mapping[str, str] = MappingProxyType({
