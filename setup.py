@@ -27,7 +27,8 @@ setup(
     package_dir={"vs_vgan.weights": "models"},
     package_data={"vs_vgan.weights": ["*.safetensors", "*.md"], "vs_vgan.data": ["sample.mp4", "SAMPLE.md", "demo.vpy"]},
     include_package_data=True,
-    install_requires=["vapoursynth>=74", "torch>=2.4", "numpy>=1.26", "safetensors>=0.4"],
+    # imageio-ffmpeg: a static ffmpeg 9 for machines without one (vs_vgan.ffmpeg's order)
+    install_requires=["vapoursynth>=74", "torch>=2.4", "numpy>=1.26", "safetensors>=0.4", "imageio-ffmpeg>=0.8.1"],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "vapoursynth-bestsource", "vapoursynth-mvtools",
                  "pillow", "scikit-image", "scikit-learn"],

@@ -81,9 +81,13 @@ def test_output_exists_missing_input_and_missing_ffmpeg_are_clear(tmp_path, monk
     assert "exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
     assert cli.main(["upconvert", str(tmp_path / "nope.mkv"), "-o", str(out), "--quiet"]) == cli.EXIT_FAILED
     assert "does not exist" in capsys.readouterr().err
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    from vs_vgan import ffmpeg
+
+    monkeypatch.delenv(ffmpeg.FFMPEG_ENV, raising=False)
+    monkeypatch.setattr(ffmpeg.shutil, "which", lambda name: None)  # none on PATH ...
+    monkeypatch.setattr(ffmpeg, "bundled_ffmpeg", lambda: None)  # ... nor imageio-ffmpeg's
     code = cli.main(["upconvert", str(src), "-o", str(tmp_path / "new.mkv"), "--model", "blend", "--quiet"])
-    assert code == cli.EXIT_MISSING and "apt-get install ffmpeg" in capsys.readouterr().err
+    assert code == cli.EXIT_MISSING and "no ffmpeg found" in capsys.readouterr().err
     assert not (tmp_path / "new.mkv").exists()
 
 

@@ -11,7 +11,9 @@ INPUT is anything the source plugin reads (bestsource by default).  The frames g
 the vs_vgan node inside a VapourSynth graph and, as y4m, into ffmpeg, which encodes them
 (``--codec``, ``--crf``, ``--preset``, ``--ffmpeg-args`` for anything else) and copies
 INPUT's audio (and, into .mkv, its subtitles), shifted by the frames ``extend`` adds at the
-start, so that they stay in sync.  ffmpeg writes a hidden temporary file next to OUTPUT
+start, so that they stay in sync.  Which ffmpeg: ``--ffmpeg PATH``, else $VS_VGAN_FFMPEG,
+else ``ffmpeg`` on PATH, else the static one of the imageio-ffmpeg package (a dependency;
+``vs-vgan info`` says which).  ffmpeg writes a hidden temporary file next to OUTPUT
 (.STEM.vs-vgan-partial-PID.SUFFIX), renamed to OUTPUT only when everything succeeded: an
 interrupted or failed run leaves no OUTPUT behind and says why.
 
@@ -49,6 +51,9 @@ import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from .ffmpeg import FFmpeg
+from .ffmpeg import find_ffmpeg as resolve_ffmpeg
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -101,8 +106,9 @@ def say(line: str) -> None:
 
 
 # ---------------------------------------------------------------------- sources and formats
-def open_source(path: str, source: str = "bs.VideoSource"):
-    """INPUT through a VapourSynth source filter ``namespace.Function``."""
+def open_source(path: str, source: str = "bs.VideoSource", ffmpeg: str | None = None):
+    """INPUT through a VapourSynth source filter ``namespace.Function`` (``ffmpeg``, where
+    one is found, checks that INPUT is not cut short)."""
     import vapoursynth as vs
 
     if not Path(path).exists():
@@ -120,7 +126,6 @@ def open_source(path: str, source: str = "bs.VideoSource"):
         clip = clip[0]
     if clip.format is None or clip.width == 0:
         raise CliError(f"vs-vgan: INPUT {path!r} changes format or size mid-stream; convert it first")
-    ffmpeg = shutil.which("ffmpeg")
     warning = truncation_warning(path, clip, ffmpeg) if ffmpeg else None
     if warning:
         say(warning)
@@ -281,12 +286,23 @@ class Progress:
 
 
 # ---------------------------------------------------------------------- encoding
-def ffmpeg_path() -> str:
-    path = shutil.which("ffmpeg")
-    if not path:
-        raise CliError("vs-vgan: ffmpeg is not installed; install it (Debian/Ubuntu: apt-get install ffmpeg)",
+def find_ffmpeg(explicit: str | None = None) -> FFmpeg | None:
+    """The ffmpeg of :func:`vs_vgan.ffmpeg.find_ffmpeg`'s order (``--ffmpeg``,
+    VS_VGAN_FFMPEG, PATH, imageio-ffmpeg); a name given that is no executable exits 3."""
+    try:
+        return resolve_ffmpeg(explicit)
+    except ValueError as err:
+        raise CliError(f"vs-vgan: {err}", EXIT_MISSING) from None
+
+
+def ffmpeg_path(explicit: str | None = None) -> str:
+    """The ffmpeg to encode with; exit code 3 where there is none."""
+    found = find_ffmpeg(explicit)
+    if found is None:
+        raise CliError("vs-vgan: no ffmpeg found (none on PATH, and the imageio-ffmpeg package, a dependency, is "
+                       "missing): pip install imageio-ffmpeg, or give one with --ffmpeg PATH or VS_VGAN_FFMPEG",
                        EXIT_MISSING)
-    return path
+    return found.path
 
 
 PARTIAL = ".vs-vgan-partial-"
@@ -444,16 +460,16 @@ def check_output(source_path: str | None, output: Path, overwrite: bool) -> None
 
 def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None, preset: str | None,
            audio_codec: str, extra: Sequence[str], overwrite: bool, audio_offset: float = 0.0,
-           progress: Callable[[int, int], None] | None = None) -> None:
+           progress: Callable[[int, int], None] | None = None, ffmpeg: str | None = None) -> None:
     """Pipe ``clip`` as y4m into ffmpeg, with INPUT's audio (and subtitles for .mkv)
     copied, into a temporary file renamed to ``output`` on success: when ffmpeg reported
     no write error and the file holds all of ``clip``'s frames (unless ``extra`` has options
-    that change the frame count)."""
+    that change the frame count).  ``ffmpeg``: the executable (default: :func:`ffmpeg_path`'s)."""
     check_output(source_path, output, overwrite)
     if Fraction(clip.fps.numerator, clip.fps.denominator) == 0:
         raise CliError("vs-vgan: the result has a variable frame rate, which y4m can't carry; "
                        "make INPUT constant-rate first (or use --fps)")
-    ffmpeg = ffmpeg_path()
+    ffmpeg = ffmpeg or ffmpeg_path()
     with _partial(output) as tmp:
         cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
         if audio_offset:
@@ -543,7 +559,7 @@ def cmd_upconvert(a: argparse.Namespace) -> int:
     import vs_vgan
 
     _check_paths(a)
-    clip = open_source(a.input, a.source)
+    clip = _open(a)
     speed = {"num_streams": a.num_streams} if a.num_streams is not None else {}
     if a.compile:
         speed["compile"] = True
@@ -555,7 +571,7 @@ def cmd_extend(a: argparse.Namespace) -> int:
     import vs_vgan
 
     _check_paths(a)
-    clip = open_source(a.input, a.source)
+    clip = _open(a)
     out = vs_vgan.extend(clip, frames=a.frames, side=a.side, **_node_kwargs(a))
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     offset = float(a.frames / fps) if a.side in ("start", "both") and fps else 0.0
@@ -566,7 +582,7 @@ def cmd_repair(a: argparse.Namespace) -> int:
     import vs_vgan
 
     _check_paths(a)
-    clip = open_source(a.input, a.source)
+    clip = _open(a)
     kw = _node_kwargs(a)
     if a.predict_model:
         kw["predict_model"] = a.predict_model
@@ -576,10 +592,17 @@ def cmd_repair(a: argparse.Namespace) -> int:
     return _encode(a, out, f"repair {Path(a.input).name}")
 
 
+def _open(a: argparse.Namespace):
+    """INPUT of a command, checked with its ffmpeg where there is one."""
+    found = find_ffmpeg(a.ffmpeg)
+    return open_source(a.input, a.source, found.path if found else None)
+
+
 def _encode(a: argparse.Namespace, out, label: str, audio_offset: float = 0.0) -> int:
     extra = shlex.split(a.ffmpeg_args) if a.ffmpeg_args else []
     encode(out, a.input, Path(a.output), codec=a.codec, crf=a.crf, preset=a.preset, audio_codec=a.audio_codec,
-           extra=extra, overwrite=a.overwrite, audio_offset=audio_offset, progress=Progress(label, a.quiet))
+           extra=extra, overwrite=a.overwrite, audio_offset=audio_offset, progress=Progress(label, a.quiet),
+           ffmpeg=ffmpeg_path(a.ffmpeg))
     if not a.quiet:
         print(f"vs-vgan: wrote {a.output} ({out.num_frames} frames at {out.fps})", file=sys.stderr)
     return EXIT_OK
@@ -588,7 +611,7 @@ def _encode(a: argparse.Namespace, out, label: str, audio_offset: float = 0.0) -
 def cmd_info(a: argparse.Namespace) -> int:
     from .timing import Timeline, resolve_ratio
 
-    clip = open_source(a.input, a.source)
+    clip = _open(a)
     info = {"input": describe(clip)}
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     if a.fps is not None or a.factor is not None:
@@ -596,6 +619,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         ratio, out_fps = resolve_ratio(src_fps, func="info", num_frames=clip.num_frames, **_conversion(a))
         frames = Timeline(clip.num_frames, ratio, src_fps).num_frames
         info["output"] = dict(frames=frames, fps=str(out_fps) if out_fps else "variable", ratio=str(ratio))
+    found = find_ffmpeg(a.ffmpeg)
+    info["ffmpeg"] = dict(path=found.path, origin=found.origin, version=found.version) if found else None
     print(json.dumps(info, indent=1) if a.json else _info_text(info))
     return EXIT_OK
 
@@ -607,6 +632,9 @@ def _info_text(info: dict) -> str:
     if "output" in info:
         o = info["output"]
         lines.append(f"output: {o['frames']} frames at {o['fps']} fps (x{o['ratio']})")
+    f = info.get("ffmpeg")
+    lines.append(f"ffmpeg: {f['path']} ({f['origin']}; {f['version']})" if f else
+                 "ffmpeg: none found (pip install imageio-ffmpeg, or --ffmpeg PATH)")
     return "\n".join(lines)
 
 
@@ -630,7 +658,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if vspipe is None:
         raise CliError("vs-vgan: vspipe not found; pip install vapoursynth (then run `vapoursynth config`), "
                        "or use scripts/demo.sh, which sets both up", EXIT_MISSING)
-    ffmpeg = None if a.no_ffmpeg else shutil.which("ffmpeg")
+    found = None if a.no_ffmpeg else find_ffmpeg(a.ffmpeg)
+    ffmpeg = found.path if found else None
     output = Path(a.output) if a.output else Path("out") / ("demo_2x.mkv" if ffmpeg else "demo_2x.y4m")
     output.parent.mkdir(parents=True, exist_ok=True)
     vsargs = ["-a", f"factor={a.factor}", "-a", f"device={a.device}"] + (["-a", f"model={a.model}"] if a.model else [])
@@ -649,8 +678,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
             elif enc.stderr.strip():
                 say(enc.stderr.strip().splitlines()[-1])
         else:
-            print("vs-vgan demo: ffmpeg not found, writing raw y4m (apt-get install ffmpeg for H.264 output)",
-                  file=sys.stderr)
+            if not a.no_ffmpeg:
+                print("vs-vgan demo: no ffmpeg found, writing raw y4m (pip install imageio-ffmpeg for H.264 output)",
+                      file=sys.stderr)
             rc = subprocess.run([vspipe, "-c", "y4m", *progress, *vsargs, str(script), str(tmp)]).returncode
         if rc != 0:
             raise CliError(f"vs-vgan demo: failed (exit {rc}); no output written")
@@ -686,6 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scene-threshold", type=float, help="scene-cut sensitivity in (0, 1]")
             p.add_argument("--no-scene-detect", action="store_true", help="no scene-cut detection")
         p.add_argument("--source", default="bs.VideoSource", help="VapourSynth source filter (default bs.VideoSource)")
+        p.add_argument("--ffmpeg", metavar="PATH", help="the ffmpeg to run (default: $VS_VGAN_FFMPEG, else ffmpeg on "
+                       "PATH, else the imageio-ffmpeg package's)")
 
     def rate(p: argparse.ArgumentParser) -> None:
         g = p.add_mutually_exclusive_group()
@@ -733,6 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default out/demo_2x.mkv, out/demo_2x.y4m without ffmpeg); "
                    "an existing one is replaced")
     p.add_argument("--no-ffmpeg", action="store_true", help="write raw y4m even when ffmpeg is present")
+    p.add_argument("--ffmpeg", metavar="PATH", help="the ffmpeg to run (default: $VS_VGAN_FFMPEG, else ffmpeg on "
+                   "PATH, else the imageio-ffmpeg package's)")
     p.add_argument("--quiet", action="store_true", help="no progress from vspipe")
     p.set_defaults(func=cmd_demo)
     return ap
