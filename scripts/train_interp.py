@@ -28,7 +28,8 @@ from vs_vgan.train.command import main as command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command(argv, task="interpolate", doc=__doc__, out=ROOT / "runs" / "interp")
+    # --export's record (weights, sha256) is the command's answer: on stdout
+    return command(argv, task="interpolate", doc=__doc__, out=ROOT / "runs" / "interp", emit=print)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_exported_weights_load_through_the_registry_loader(tmp_path):
     torch.testing.assert_close(a, b)
 
 
-def test_train_script_runs_end_to_end_on_real_files(tmp_path):
+def test_train_script_runs_end_to_end_on_real_files(tmp_path, capsys):
     """scripts/train_interp.py on a tiny data folder: both phases, a checkpoint, resume, export."""
     script = load_script("train_interp")
     data = tmp_path / "data"
@@ -203,8 +203,11 @@ def test_train_script_runs_end_to_end_on_real_files(tmp_path):
     assert ckpt["step"] == 4 and ckpt["config"]["crop"] == 32
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("adv_d" in r for r in rows) and any("val_psnr" in r for r in rows)
+    capsys.readouterr()
     assert script.main(["--export", str(out / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 0
+    record = json.loads(capsys.readouterr().out)  # the script prints the export's record on stdout
+    assert record["weights"] == str(tmp_path / "w.safetensors") and len(record["sha256"]) == 64
 
 
 # --------------------------------------------------------------------------- issue 16's levers

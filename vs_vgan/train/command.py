@@ -208,8 +208,11 @@ def _parser(task: str, doc: str | None, out: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, task: str = "interpolate", doc: str | None = None,
-         out: str | Path | None = None) -> int:
-    """The command line of a ``task`` training run (see the scripts' help); returns the exit code."""
+         out: str | Path | None = None, emit: Callable[[str], None] | None = None) -> int:
+    """The command line of a ``task`` training run (see the scripts' help); returns the exit code.
+    ``emit`` takes ``--export``'s record (one JSON line: weights, sha256, kwargs, bytes): the
+    scripts print it on stdout, the command's answer; by default it is logged (the package
+    writes nothing to stdout)."""
     from ..models.loader import weights_path
 
     name = _NAMES[task]
@@ -219,7 +222,8 @@ def main(argv: Sequence[str] | None = None, *, task: str = "interpolate", doc: s
 
     if a.export:
         path, digest, kwargs = export_weights(*a.export)
-        print(json.dumps({"weights": str(path), "sha256": digest, "kwargs": kwargs, "bytes": path.stat().st_size}))
+        record = json.dumps({"weights": str(path), "sha256": digest, "kwargs": kwargs, "bytes": path.stat().st_size})
+        (emit or log.info)(record)
         return 0
     if a.threads:
         torch.set_num_threads(a.threads)
