@@ -297,7 +297,11 @@ def find_ffmpeg(explicit: str | None = None) -> FFmpeg | None:
 
 def ffmpeg_path(explicit: str | None = None) -> str:
     """The ffmpeg to encode with; exit code 3 where there is none."""
-    found = find_ffmpeg(explicit)
+    return required_ffmpeg(find_ffmpeg(explicit))
+
+
+def required_ffmpeg(found: FFmpeg | None) -> str:
+    """``found``'s path; exit code 3 where :func:`find_ffmpeg` found none."""
     if found is None:
         raise CliError("vs-vgan: no ffmpeg found (none on PATH, and the imageio-ffmpeg package, a dependency, is "
                        "missing): pip install imageio-ffmpeg, or give one with --ffmpeg PATH or VS_VGAN_FFMPEG",
@@ -559,50 +563,51 @@ def cmd_upconvert(a: argparse.Namespace) -> int:
     import vs_vgan
 
     _check_paths(a)
-    clip = _open(a)
+    clip, ffmpeg = _open(a)
     speed = {"num_streams": a.num_streams} if a.num_streams is not None else {}
     if a.compile:
         speed["compile"] = True
     out = vs_vgan.interpolate(clip, **_conversion(a), **_node_kwargs(a), **speed)
-    return _encode(a, out, f"upconvert {Path(a.input).name}")
+    return _encode(a, out, f"upconvert {Path(a.input).name}", ffmpeg)
 
 
 def cmd_extend(a: argparse.Namespace) -> int:
     import vs_vgan
 
     _check_paths(a)
-    clip = _open(a)
+    clip, ffmpeg = _open(a)
     out = vs_vgan.extend(clip, frames=a.frames, side=a.side, **_node_kwargs(a))
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     offset = float(a.frames / fps) if a.side in ("start", "both") and fps else 0.0
-    return _encode(a, out, f"extend {Path(a.input).name}", audio_offset=offset)
+    return _encode(a, out, f"extend {Path(a.input).name}", ffmpeg, audio_offset=offset)
 
 
 def cmd_repair(a: argparse.Namespace) -> int:
     import vs_vgan
 
     _check_paths(a)
-    clip = _open(a)
+    clip, ffmpeg = _open(a)
     kw = _node_kwargs(a)
     if a.predict_model:
         kw["predict_model"] = a.predict_model
     if a.threshold is not None:
         kw["threshold"] = a.threshold
     out = vs_vgan.repair(clip, frames=a.frames, duplicates=a.duplicates, **kw)
-    return _encode(a, out, f"repair {Path(a.input).name}")
+    return _encode(a, out, f"repair {Path(a.input).name}", ffmpeg)
 
 
-def _open(a: argparse.Namespace):
-    """INPUT of a command, checked with its ffmpeg where there is one."""
+def _open(a: argparse.Namespace) -> tuple[Any, FFmpeg | None]:
+    """INPUT of a command and the command's ffmpeg (resolved once), which checks INPUT
+    where there is one."""
     found = find_ffmpeg(a.ffmpeg)
-    return open_source(a.input, a.source, found.path if found else None)
+    return open_source(a.input, a.source, found.path if found else None), found
 
 
-def _encode(a: argparse.Namespace, out, label: str, audio_offset: float = 0.0) -> int:
+def _encode(a: argparse.Namespace, out, label: str, ffmpeg: FFmpeg | None, audio_offset: float = 0.0) -> int:
     extra = shlex.split(a.ffmpeg_args) if a.ffmpeg_args else []
     encode(out, a.input, Path(a.output), codec=a.codec, crf=a.crf, preset=a.preset, audio_codec=a.audio_codec,
            extra=extra, overwrite=a.overwrite, audio_offset=audio_offset, progress=Progress(label, a.quiet),
-           ffmpeg=ffmpeg_path(a.ffmpeg))
+           ffmpeg=required_ffmpeg(ffmpeg))
     if not a.quiet:
         print(f"vs-vgan: wrote {a.output} ({out.num_frames} frames at {out.fps})", file=sys.stderr)
     return EXIT_OK
@@ -611,7 +616,7 @@ def _encode(a: argparse.Namespace, out, label: str, audio_offset: float = 0.0) -
 def cmd_info(a: argparse.Namespace) -> int:
     from .timing import Timeline, resolve_ratio
 
-    clip = _open(a)
+    clip, found = _open(a)
     info = {"input": describe(clip)}
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     if a.fps is not None or a.factor is not None:
@@ -619,7 +624,6 @@ def cmd_info(a: argparse.Namespace) -> int:
         ratio, out_fps = resolve_ratio(src_fps, func="info", num_frames=clip.num_frames, **_conversion(a))
         frames = Timeline(clip.num_frames, ratio, src_fps).num_frames
         info["output"] = dict(frames=frames, fps=str(out_fps) if out_fps else "variable", ratio=str(ratio))
-    found = find_ffmpeg(a.ffmpeg)
     info["ffmpeg"] = dict(path=found.path, origin=found.origin, version=found.version) if found else None
     print(json.dumps(info, indent=1) if a.json else _info_text(info))
     return EXIT_OK
