@@ -37,10 +37,14 @@ def weights_path(name: str) -> Path:
     return Path(str(importlib.resources.files("vs_vgan.weights").joinpath(name)))
 
 
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file, remembered per (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = _file_key(path)
     with _hash_lock:
         if key in _hash_cache:
             return _hash_cache[key]
@@ -88,16 +92,17 @@ def rife(path: str | os.PathLike, version: str | None = None, *, func: str = "ri
         raise TypeError(f"vs_vgan.{func}: path must be a str or os.PathLike naming a RIFE flownet.pkl; "
                         f"got {path!r} ({type(path).__name__})")
     full = Path(path).expanduser().resolve()
-    st = full.stat() if full.is_file() else None
-    key = (str(full), st.st_size, st.st_mtime_ns) if st else None
+    key = _file_key(full) if full.is_file() else None
     found = _rife_layouts.get(key) if key else None
     if found is None:
         from .ifnet import detect_version, read_rife_state
 
         state, sha256 = read_rife_state(full, func=func)
         found = detect_version(state, func=func), sha256
-        if key:
+        if key and _file_key(full) == key:  # unchanged while read: the loader need not hash it again
             _rife_layouts[key] = found
+            with _hash_lock:
+                _hash_cache[key] = sha256
     layout, sha256 = found
     if version is not None and RIFE_VERSIONS[version] != layout:
         raise ValueError(f"vs_vgan.{func}: version must match the file's layout; got version {version!r} for "
