@@ -491,14 +491,15 @@ class VideoTriplets:
             return "static", d01
         return None, d01
 
-    def _choose(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
-        """A drawn window that :meth:`_judge` accepts, or the best of ``max_tries`` rejected ones."""
+    def _choose(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int, float]:
+        """A drawn window that :meth:`_judge` accepts, or the best of ``max_tries`` rejected
+        ones, as :meth:`_draw` gives it, and its motion (:meth:`_judge`'s)."""
         best = None
         for _ in range(self.max_tries):
             drawn = self._draw(rng, crop)
             verdict, motion = self._judge(drawn[0])
             if verdict is None:
-                chosen = drawn
+                chosen = (*drawn, motion)
                 break
             self.stats[verdict] += 1
             if best is None or (verdict == "static" and (best[0] == "cut" or motion > best[1])):
@@ -508,22 +509,18 @@ class VideoTriplets:
                 logger.warning("%s: %d windows in a row rejected (static or scene cut); "
                                "using the best of them. Check the clips.", type(self).__name__, self.max_tries)
             self.stats["fallback"] += 1
-            chosen = best[2]
+            chosen = (*best[2], best[1])
         self.stats["samples"] += 1
         return chosen
 
     def _choose_moving(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, int, int]:
         """:meth:`_choose`, or the most moving of ``motion_picks`` of its windows."""
         chosen = self._choose(rng, crop)
-        if self.motion_picks == 1:
-            return chosen
-        best = self._judge(chosen[0])[1]
         for _ in range(self.motion_picks - 1):
             other = self._choose(rng, crop)
-            motion = self._judge(other[0])[1]
-            if motion > best:
-                chosen, best = other, motion
-        return chosen
+            if other[3] > chosen[3]:
+                chosen = other
+        return chosen[:3]
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         """One augmented triplet ``(img0, gt, img1, t)``; images float32 ``(3, crop, crop)`` in [0, 1]."""
@@ -604,7 +601,7 @@ class VideoSequences(VideoTriplets):
     def sample(self, rng: np.random.Generator, crop: int) -> np.ndarray:  # type: ignore[override]
         """One augmented run: float32 ``(length, 3, crop, crop)`` in [0, 1]."""
         crop = _check_crop("train.data.VideoSequences.sample", crop)
-        window, _, _ = self._choose(rng, crop)
+        window = self._choose(rng, crop)[0]
         return self._augment_frames(window, rng)[0]  # a video played backwards is a video
 
 
