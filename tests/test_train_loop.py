@@ -251,7 +251,47 @@ def test_g_step_learns_from_a_rife_teacher_at_an_analysis_scale(rife_pkl):
 def test_teacher_settings_are_checked():
     with pytest.raises(ValueError, match="need a teacher"):
         tiny_config(w_teacher_flow=0.1)
-    with pytest.raises(ValueError, match="analysis_scale must be 1.0, 0.5 or 0.25; got 0.3"):
+    with pytest.raises(ValueError, match="analysis_scale must be 1.0, 0.5 or 0.25, or a list of them; got 0.3"):
         tiny_config(analysis_scale=0.3)
+    with pytest.raises(ValueError, match=r"got \[0.25, 0.3\]"):
+        tiny_config(analysis_scale=[0.25, 0.3])
+    with pytest.raises(ValueError, match="lists a scale twice"):
+        tiny_config(analysis_scale=[0.5, 0.5])
+    with pytest.raises(ValueError, match="or a list of them; got \\[\\]"):
+        tiny_config(analysis_scale=[])
     with pytest.raises(ValueError, match="for the interpolate task"):
         TrainConfig.for_task("predict", {"analysis_scale": 0.5})
+
+
+def test_a_list_of_analysis_scales_is_taken_in_turn(monkeypatch):
+    cfg = tiny_config(analysis_scale=[0.25, 0.5], crop=64)
+    assert cfg.analysis_scales == (0.25, 0.5) and cfg.to_dict()["analysis_scale"] == [0.25, 0.5]
+    assert [cfg.scale_at(k) for k in range(5)] == [0.25, 0.5, 0.25, 0.5, 0.25]
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # checkpoints keep the list
+    assert tiny_config(analysis_scale=0.5).analysis_scales == (0.5,)
+    seen = []
+    real = loop._generate
+
+    def spy(net, batch, scale=1.0):
+        seen.append(scale)
+        return real(net, batch, scale)
+
+    monkeypatch.setattr(loop, "_generate", spy)
+    tr = Trainer(cfg)
+    for k in range(3):
+        g_step(tr, make_batch(np.random.default_rng(k), crop=64))
+        tr.step += 1
+    assert seen == [0.25, 0.5, 0.25]
+
+
+def test_validation_reports_each_analysis_scale():
+    cfg = tiny_config(analysis_scale=[0.5, 1.0], crop=64)
+    tr = Trainer(cfg)
+    batches = [make_batch(np.random.default_rng(k), crop=64) for k in range(2)]
+    row = loop.validate(tr.ema, batches, tr.device, cfg.analysis_scales)
+    at_half = loop.evaluate(tr.ema, batches, tr.device, 0.5)
+    at_full = loop.evaluate(tr.ema, batches, tr.device, 1.0)
+    assert row["val_psnr"] == at_half["val_psnr"] == row["val_psnr@0.5"]  # the first scale: the plain keys
+    assert row["val_psnr@1"] == at_full["val_psnr"] and row["val_ssim@1"] == at_full["val_ssim"]
+    one = loop.validate(tr.ema, batches, tr.device, (0.5,))
+    assert one == at_half  # one scale: the keys of older runs, nothing added

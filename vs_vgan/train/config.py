@@ -83,8 +83,10 @@ class TrainConfig:
     w_flow_aux: float = 0.05
     flow_aux_steps: int = 5000
     # analysis scale of the generator's flows in training (1.0, 0.5 or 0.25): the scale at
-    # which the model is meant to run (vs_vgan.interpolate(scale=...)); interpolation only
-    analysis_scale: float = 1.0
+    # which the model is meant to run (vs_vgan.interpolate(scale=...)); a list of them (e.g.
+    # [0.25, 0.5]) takes them in turn, step k the (k mod len)-th, for a model that runs at
+    # each (validation then reports each); interpolation only
+    analysis_scale: float | tuple[float, ...] = 1.0
     # distillation from a frozen RIFE teacher (vs_vgan.train.teacher; "": none): the path of
     # its flownet.pkl; its flows from t to both ends as targets for the generator's
     # (w_teacher_flow, robust L1 in full-resolution pixels, faded out linearly by
@@ -135,17 +137,32 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: batch >= 1 and crop >= 16 needed; got {self.batch}, {self.crop}")
         if not 0.0 <= self.p_synthetic <= 1.0:
             raise ValueError(f"TrainConfig: p_synthetic must be in [0, 1]; got {self.p_synthetic}")
-        if self.analysis_scale not in (1.0, 0.5, 0.25):
-            raise ValueError(f"TrainConfig: analysis_scale must be 1.0, 0.5 or 0.25; got {self.analysis_scale}")
+        scales = self.analysis_scales
+        if not scales or any(isinstance(s, bool) or s not in (1.0, 0.5, 0.25) for s in scales):
+            raise ValueError(f"TrainConfig: analysis_scale must be 1.0, 0.5 or 0.25, or a list of them; "
+                             f"got {_thaw(self.analysis_scale)}")
+        if len(set(scales)) != len(scales):
+            raise ValueError(f"TrainConfig: analysis_scale lists a scale twice: {_thaw(self.analysis_scale)}")
         if (self.w_teacher_flow or self.w_teacher_frame) and not self.teacher:
             raise ValueError("TrainConfig: w_teacher_flow and w_teacher_frame need a teacher (the path of a RIFE "
                              "flownet.pkl)")
-        if self.task != "interpolate" and (self.teacher or self.analysis_scale != 1.0):
+        if self.task != "interpolate" and (self.teacher or scales != (1.0,)):
             raise ValueError(f"TrainConfig: teacher and analysis_scale are for the interpolate task; got task "
                              f"{self.task!r}")
         if self.val_clips < 0 or self.val_batches < 1:
             raise ValueError(f"TrainConfig: val_clips >= 0 and val_batches >= 1 needed; "
                              f"got {self.val_clips}, {self.val_batches}")
+
+    @property
+    def analysis_scales(self) -> tuple[float, ...]:
+        """``analysis_scale`` as a tuple (one scale: a tuple of one)."""
+        a = self.analysis_scale
+        return tuple(a) if isinstance(a, tuple) else (a,)
+
+    def scale_at(self, step: int) -> float:
+        """The analysis scale of generator step ``step``: the scales in turn."""
+        scales = self.analysis_scales
+        return float(scales[step % len(scales)])
 
     def __hash__(self) -> int:  # mappings inside: hash the JSON form
         return hash(json.dumps(self.to_dict(), sort_keys=True))

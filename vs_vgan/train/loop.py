@@ -25,7 +25,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from .config import TrainConfig
 from .discriminator import TemporalDiscriminator
 
 __all__ = ["Trainer", "g_step", "d_step", "train", "export_weights", "lr_at", "evaluate",
-           "teacher_flow_loss"]
+           "teacher_flow_loss", "validate"]
 
 log = logging.getLogger("vs_vgan.train")
 
@@ -227,7 +227,8 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
     net.train()
     for g in tr.opt_g.param_groups:
         g["lr"] = lr_at(cfg, tr.step)
-    pred, state, flows_t = _generate(net, batch, cfg.analysis_scale)
+    scale = cfg.scale_at(tr.step)
+    pred, state, flows_t = _generate(net, batch, scale)
     gt = batch["gt"]
     total, parts = L.reconstruction(pred, gt, w_charb=cfg.w_charb, w_census=cfg.w_census, w_grad=cfg.w_grad,
                                      w_msssim=cfg.w_msssim, w_freq=cfg.w_freq)
@@ -242,7 +243,7 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
         taught = tr.teacher(batch["img0"], batch["img1"], batch["t"])
         w_flow = _teacher_flow_weight(cfg, tr.step)
         if w_flow > 0:
-            flow_loss = teacher_flow_loss(flows_t, taught.flow_t0, taught.flow_t1, net.stem / cfg.analysis_scale)
+            flow_loss = teacher_flow_loss(flows_t, taught.flow_t0, taught.flow_t1, net.stem / scale)
             total = total + w_flow * flow_loss
             parts["teacher_flow"] = flow_loss.item()
         if cfg.w_teacher_frame > 0:
@@ -288,7 +289,7 @@ def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[
     if fake is None:
         with torch.no_grad():
             tr.net.eval()
-            fake, _ = generate(tr.net, batch, tr.cfg.analysis_scale)
+            fake, _ = generate(tr.net, batch, tr.cfg.scale_at(tr.step))
     real_logits, _ = tr.disc(*_disc_frames(tr.net, batch, batch["gt"]))
     fake_logits, _ = tr.disc(*_disc_frames(tr.net, batch, fake))
     loss = _adv_d(tr.cfg, real_logits, fake_logits)
@@ -318,6 +319,20 @@ def evaluate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.devi
         base.append(float(L.psnr(trivial, b["gt"])))
     key = "val_repeat_psnr" if predicting else "val_blend_psnr"
     return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss)), key: float(np.mean(base))}
+
+
+def validate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.device,
+             scales: Sequence[float] = (1.0,)) -> dict[str, float]:
+    """:func:`evaluate` at each analysis scale a run trains at: one scale gives its keys
+    as they are; several give the first scale's under the plain keys (the learning curve
+    of older runs) and each scale's ``val_psnr`` and ``val_ssim`` as ``val_psnr@0.5``."""
+    batches = list(batches)
+    row = evaluate(net, batches, device, scales[0])
+    if len(scales) > 1:
+        for s in scales:
+            r = row if s == scales[0] else evaluate(net, batches, device, s)
+            row[f"val_psnr@{s:g}"], row[f"val_ssim@{s:g}"] = r["val_psnr"], r["val_ssim"]
+    return row
 
 
 def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_dir: str | os.PathLike, *,
@@ -386,7 +401,7 @@ def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf) -
     tr.save(out / "last.pt")
     row = {"step": tr.step, "checkpoint": str(out / "last.pt")}
     if val_batches:
-        row.update(evaluate(tr.ema, val_batches, tr.device, tr.cfg.analysis_scale))
+        row.update(validate(tr.ema, val_batches, tr.device, tr.cfg.analysis_scales))
     log.info("checkpoint %s", "  ".join(f"{k}={v}" for k, v in row.items()))
     logf.write(json.dumps(row) + "\n")
     logf.flush()
