@@ -1,6 +1,8 @@
 """The interpolate node on a real VapourSynth core."""
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 from fractions import Fraction
 
@@ -308,8 +310,8 @@ def test_error_other_arguments():
     assert _msg(ValueError, precision="fp8").startswith("vs_vgan.interpolate: precision must be 'auto', 'fp32'")
     assert _msg(ValueError, scene_threshold=0).startswith("vs_vgan.interpolate: scene_threshold must be a number in (0, 1]; got 0")
     assert _msg(TypeError, scene_detect="yes").startswith("vs_vgan.interpolate: scene_detect must be True or False")
-    assert _msg(ValueError, scale=0.3).startswith("vs_vgan.interpolate: scale must be 1.0, 0.5 or 0.25; got 0.3")
-    assert _msg(TypeError, scale="half").startswith("vs_vgan.interpolate: scale must be 1.0, 0.5 or 0.25; got 'half'")
+    assert _msg(ValueError, scale=0.3).startswith("vs_vgan.interpolate: scale must be None, 1.0, 0.5 or 0.25; got 0.3")
+    assert _msg(TypeError, scale="half").startswith("vs_vgan.interpolate: scale must be None, 1.0, 0.5 or 0.25; got 'half'")
     assert _msg(ValueError, scale=0.5, model="blend").startswith(
         "vs_vgan.interpolate: scale must be 1.0 for model 'blend' (it has no motion analysis to scale); got 0.5")
 
@@ -321,6 +323,43 @@ def test_analysis_scale_runs_with_its_own_padding(tiny_flow):
     assert half.num_frames == full.num_frames == 8 and (half.width, half.height) == (40, 24)
     assert frame_bytes(half.get_frame(0)) == frame_bytes(full.get_frame(0))  # source frames pass through
     assert frame_bytes(half.get_frame(1)) != frame_bytes(full.get_frame(1))
+
+
+def test_scale_none_takes_the_models_choice_for_the_frame_size(tiny_flow, caplog):
+    """A model with analysis_pixels analyses small frames at a larger scale than large
+    ones; scale=None gives the frames of the scale it chose, and logs the choice."""
+    auto = dataclasses.replace(tiny_flow, analysis_pixels=40 * 24 // 4)  # 40x24 at 0.5; 80x48 at 0.25
+    assert (auto.default_scale(40, 24), auto.default_scale(80, 48), auto.default_scale(400, 240)) == (0.5, 0.25, 0.25)
+    assert (tiny_flow.default_scale(40, 24), tiny_flow.default_scale(4000, 2000)) == (1.0, 1.0)  # without it
+    for (w, h), chosen in (((40, 24), 0.5), ((80, 48), 0.25)):
+        src = moving(vs.RGB24, length=3, width=w, height=h)
+        with caplog.at_level(logging.INFO, logger="vs_vgan"):
+            caplog.clear()
+            got = vs_vgan.interpolate(src, factor=2, model=auto, scene_detect=False)
+            assert f"analyses {w}x{h} frames at scale {chosen:g}" in caplog.text
+        want = vs_vgan.interpolate(src, factor=2, model=auto, scene_detect=False, scale=chosen)
+        other = vs_vgan.interpolate(src, factor=2, model=auto, scene_detect=False, scale=1.0)
+        assert frame_bytes(got.get_frame(1)) == frame_bytes(want.get_frame(1))
+        assert frame_bytes(got.get_frame(1)) != frame_bytes(other.get_frame(1))
+    # without analysis_pixels, None is 1.0: the frames of scale=1.0
+    src = moving(vs.RGB24, length=3, width=40, height=24)
+    assert frame_bytes(vs_vgan.interpolate(src, model=tiny_flow, scene_detect=False).get_frame(1)) == \
+        frame_bytes(vs_vgan.interpolate(src, model=tiny_flow, scene_detect=False, scale=1.0).get_frame(1))
+
+
+def test_scale_none_never_analyses_under_a_pixel(tiny_flow):
+    auto = dataclasses.replace(tiny_flow, analysis_pixels=1)  # would pick 0.25 for any frame
+    src = moving(vs.RGB24, length=3, width=64, height=2)  # 0.25 and 0.5 would be under a pixel
+    got = vs_vgan.interpolate(src, factor=2, model=auto, scene_detect=False)
+    want = vs_vgan.interpolate(src, factor=2, model=auto, scene_detect=False, scale=0.5)
+    assert frame_bytes(got.get_frame(1)) == frame_bytes(want.get_frame(1))
+
+
+def test_model_spec_checks_analysis_pixels(tiny_flow):
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="analysis_pixels must be an int >= 0"):
+            dataclasses.replace(tiny_flow, analysis_pixels=bad)
+    assert hash(dataclasses.replace(tiny_flow, analysis_pixels=5)) != hash(tiny_flow)
 
 
 def test_bad_input_leaves_the_core_working():

@@ -716,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
             p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                            help="network precision (default auto; fp16 is the fast one on GPUs)")
-            p.add_argument("--scale", type=float, help="analysis scale 1, 0.5 or 0.25 (faster)")
+            p.add_argument("--scale", type=float, help="analysis scale 1, 0.5 or 0.25 (faster); default: the model's choice for the frame size")
             p.add_argument("--scene-threshold", type=float, help="scene-cut sensitivity in (0, 1]")
             p.add_argument("--no-scene-detect", action="store_true", help="no scene-cut detection")
         p.add_argument("--source", default="bs.VideoSource", help="VapourSynth source filter (default bs.VideoSource)")

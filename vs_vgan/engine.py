@@ -37,6 +37,7 @@ from . import devices
 from .errors import type_error, value_error
 from .frames import FrameBridge, pad_to_modulo
 from .models import ModelSpec, get_spec, load_model
+from .models.registry import SCALES
 from .models.compiled import CompiledNetwork
 from .models.contract import Capabilities, capabilities_of
 from .timing import Timeline
@@ -83,17 +84,24 @@ def load_network(func: str, clip: vs.VideoNode, model: object, task: str, defaul
     model, device and precision, load the network (through ``torch.compile`` when
     ``compile``) and, on the CPU, apply the CPU policy where it is wanted
     (:func:`devices.apply_cpu_policy`)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise type_error(func, "scale", "1.0, 0.5 or 0.25", scale)
-    if float(scale) not in (1.0, 0.5, 0.25):
-        raise value_error(func, "scale", "1.0, 0.5 or 0.25", scale)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        raise type_error(func, "scale", "None, 1.0, 0.5 or 0.25", scale)
+    if scale is not None and float(scale) not in SCALES:
+        raise value_error(func, "scale", "None, 1.0, 0.5 or 0.25", scale)
     side = min(clip.width, clip.height)
-    if side * float(scale) < 1:  # the analysed frame would be under a pixel
+    if scale is not None and side * float(scale) < 1:  # the analysed frame would be under a pixel
         fits = " or ".join(str(s) for s in (1.0, 0.5) if side * s >= 1)
         raise value_error(func, "scale", f"{fits} for {clip.width}x{clip.height} frames (the motion analysis "
                           f"at {float(scale)} needs frames of at least {round(1 / float(scale))} pixels a side)", scale)
     policy = devices.cpu_policy_wanted(cpu_policy, func=func)
     spec = get_spec(default if model is None else model, task=task, func=func)
+    if scale is None:  # the model's choice for this frame size, never under a pixel a side
+        scale = spec.default_scale(clip.width, clip.height)
+        while side * scale < 1 and scale < 1.0:
+            scale *= 2
+        if scale != 1.0:
+            log.info("%s: model %r analyses %dx%d frames at scale %g (scale=None: its choice for the size)",
+                     func, spec.name, clip.width, clip.height, scale)
     dev = devices.resolve_device(device, func=func)
     dtype = devices.resolve_dtype(precision, device=dev, func=func)
     net = load_model(spec, dev, dtype, func=func)

@@ -35,7 +35,7 @@ def interpolate(
     precision: str = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-    scale: float = 1.0,
+    scale: float | None = None,
     num_streams: int | None = None,
     compile: bool = False,
     cpu_policy: bool | None = None,
@@ -62,11 +62,14 @@ def interpolate(
             of two neighbours' thumbnails above which they may be a cut (it is one when
             that difference is also twice those of the surrounding pairs, or three times
             the threshold).  Lower finds more cuts.
-        scale: analysis scale of motion-compensating models: ``1.0``, ``0.5`` or ``0.25``.
-            Below 1 the motion is estimated on frames downscaled by it (about 1/scale^2
-            less network work; output size and sharpness stay, as the full-size frames
-            are warped); the faster settings for large frames or slow CPUs (0.25 is the
-            one that runs a little faster than MVTools FlowFPS at 720p on two CPU
+        scale: analysis scale of motion-compensating models: ``1.0``, ``0.5`` or ``0.25``,
+            or None, the model's choice for the frame size (a model trained to analyse a
+            given area, :attr:`vs_vgan.models.ModelSpec.analysis_pixels`, takes the largest
+            of the three at which the analysed frame has at most that area; others take
+            1.0).  Below 1 the motion is estimated on frames downscaled by it (about
+            1/scale^2 less network work; output size and sharpness stay, as the full-size
+            frames are warped); the faster settings for large frames or slow CPUs (0.25 is
+            the one that runs a little faster than MVTools FlowFPS at 720p on two CPU
             cores).  Models without motion analysis (``"blend"``) accept only 1.0.
         num_streams: output frames computed at once (``>= 1``; more than
             ``core.num_threads`` gains nothing).  None: on the CPU

@@ -62,7 +62,7 @@ def predict(
     precision: str = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-    scale: float = 1.0,
+    scale: float | None = None,
     cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """Each frame predicted from the two before it (a building block, and for measuring).
@@ -189,7 +189,7 @@ def extend(
     precision: str = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-    scale: float = 1.0,
+    scale: float | None = None,
     cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """``clip`` with ``frames`` predicted frames appended at the ``"end"``, the
@@ -309,7 +309,7 @@ def repair(
     precision: str = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-    scale: float = 1.0,
+    scale: float | None = None,
     cpu_policy: bool | None = None,
 ) -> vs.VideoNode:
     """``clip`` with bad frames rebuilt at their own time position; length, rate, props

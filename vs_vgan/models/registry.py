@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..errors import type_error, value_error
 
 __all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "TORCH_STATE_READERS", "DEFAULT_INTERPOLATION_MODEL",
-           "DEFAULT_PREDICTION_MODEL", "get_spec", "list_models", "looks_like_path"]
+           "DEFAULT_PREDICTION_MODEL", "SCALES", "get_spec", "list_models", "looks_like_path"]
 
 # architecture name -> "module:Class", imported lazily by the loader
 ARCHITECTURES: Mapping[str, str] = MappingProxyType({
@@ -28,6 +28,8 @@ TORCH_STATE_READERS: Mapping[str, str] = MappingProxyType({
 })
 
 TASKS = ("interpolate", "predict")
+# the analysis scales the nodes accept, largest first
+SCALES = (1.0, 0.5, 0.25)
 
 
 def _freeze(value: Any) -> Any:
@@ -47,6 +49,10 @@ class ModelSpec:
     themselves (the loader checks that it is a multiple of the network's own).  What the
     network can do (pair states, planar rendering, prediction context and ``t``):
     :attr:`capabilities`.
+
+    ``analysis_pixels``: for a model trained to estimate motion on downscaled frames, the
+    frame area (in pixels) it is meant to analyse; the nodes' ``scale=None`` then takes
+    :meth:`default_scale` of the clip's size.  0 (the default): ``scale=None`` is 1.0.
     """
 
     name: str
@@ -57,6 +63,7 @@ class ModelSpec:
     sha256: str | None = None
     modulo: int = 1
     description: str = ""
+    analysis_pixels: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -67,6 +74,10 @@ class ModelSpec:
             raise ValueError(f"ModelSpec {self.name!r}: a weights file needs its sha256")
         if self.modulo < 1:
             raise ValueError(f"ModelSpec {self.name!r}: modulo must be >= 1; got {self.modulo}")
+        if isinstance(self.analysis_pixels, bool) or not isinstance(self.analysis_pixels, int) \
+                or self.analysis_pixels < 0:
+            raise ValueError(f"ModelSpec {self.name!r}: analysis_pixels must be an int >= 0; got "
+                             f"{self.analysis_pixels!r}")
         object.__setattr__(self, "kwargs", MappingProxyType({k: _freeze(v) for k, v in dict(self.kwargs).items()}))
 
     @property
@@ -78,9 +89,22 @@ class ModelSpec:
         module, _, cls = ARCHITECTURES[self.arch].partition(":")
         return getattr(importlib.import_module(module), cls).capabilities
 
+    def default_scale(self, width: int, height: int) -> float:
+        """The analysis scale ``scale=None`` takes for ``width`` x ``height`` frames: with
+        ``analysis_pixels`` set, the largest of 1.0, 0.5 and 0.25 at which the analysed
+        frame has at most that many pixels (0.25 for frames too large even for that), so
+        that small frames keep their detail and large ones cost about the same analysis;
+        without it, 1.0."""
+        if not self.analysis_pixels:
+            return 1.0
+        for s in SCALES:
+            if width * height * s * s <= self.analysis_pixels:
+                return s
+        return SCALES[-1]
+
     def __hash__(self) -> int:  # kwargs is a mapping: hash its items
         return hash((self.name, self.task, self.arch, tuple(sorted(self.kwargs.items())),
-                     self.weights, self.sha256, self.modulo))
+                     self.weights, self.sha256, self.modulo, self.analysis_pixels))
 
 
 # The shipped flow network's size: the predictor is fine-tuned from vgan-flow-v1's
