@@ -26,8 +26,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 
-# Reinstall only when setup.py changed since the last install into this environment.
-stamp="$VENV/.vs_vgan-setup-$(sha256sum "$ROOT/setup.py" | cut -c1-16)"
+# Reinstall only when the packaging (pyproject.toml, setup.py) changed since the last install here.
+stamp="$VENV/.vs_vgan-setup-$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "vs_vgan: installing vs_vgan and its dependencies into $VENV (torch is large: a few minutes)" >&2
   "$PY" -m pip install -q --upgrade pip >&2
