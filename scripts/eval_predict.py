@@ -20,6 +20,15 @@ shared bench's own loading, RGB conversion and PSNR (../shared/bench/heldout.py)
   frames beside ``vs_vgan.interpolate`` of the same gaps (the frames around each, at t = 1/2)
   and the damaged copies.
 
+Every PSNR figure has a VMAF beside it (scripts/vmaf.py: libvmaf's default model
+``vmaf_v0.6.1`` through ffmpeg, on the 8-bit YUV 4:2:0 BT.709 limited range of both sides'
+RGB frames, the mean of the per-frame scores; JSON key ``vmaf`` in each section): next frame,
+each method's frames n >= 2 as one sequence; extend, each starting point's 8 frames as one
+sequence, the per-step mean over the starting points; repair, each method's frames at the
+gaps as one sequence.  VMAF needs an ffmpeg with the libvmaf filter (``find_ffmpeg()``'s,
+else imageio-ffmpeg's); without one, or with ``--no-vmaf``, it is left out (``null``, no
+table rows).
+
 ``--model NAME`` scores a registered prediction model (default: the default one),
 ``--weights FILE`` a candidate exported by train_predict.py; ``--kw JSON`` passes more
 keyword arguments (e.g. ``{"scale": 0.5}``).  Progress goes to stderr.
@@ -40,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from eval_interp import candidate_spec, load_bench  # noqa: E402
+from vmaf import Vmaf, open_vmaf, run_batch  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -51,41 +61,62 @@ def rgb_frames(hb, clip) -> list[np.ndarray]:
     return [hb.planes(f) for f in rgb.frames()]
 
 
-def next_frame(hb, src, truth: list[np.ndarray], kw: dict) -> dict:
+METHODS = ("vgan", "repeat", "linear")
+
+
+def next_frame(hb, src, truth: list[np.ndarray], kw: dict, vmaf: Vmaf | None = None) -> dict:
     import vs_vgan
 
     t0 = time.perf_counter()
     pred = rgb_frames(hb, vs_vgan.predict(src, **kw))
     seconds = time.perf_counter() - t0
-    rows = {"vgan": [], "repeat": [], "linear": []}
+    rows = {m: [] for m in METHODS}
+    batches = {m: vmaf.batch() if vmaf else None for m in METHODS}
     for n in range(2, len(truth)):
         a, b = truth[n - 2].astype(np.int16), truth[n - 1].astype(np.int16)
-        rows["vgan"].append(hb.psnr(pred[n], truth[n]))
-        rows["repeat"].append(hb.psnr(truth[n - 1], truth[n]))
-        rows["linear"].append(hb.psnr(np.clip(2 * b - a, 0, 255).astype(np.uint8), truth[n]))
+        frames = {"vgan": pred[n], "repeat": truth[n - 1], "linear": np.clip(2 * b - a, 0, 255).astype(np.uint8)}
+        for m in METHODS:
+            rows[m].append(hb.psnr(frames[m], truth[n]))
+            if batches[m] is not None:
+                batches[m].add(m, frames[m], truth[n])
     out = {k: round(float(np.mean(v)), 3) for k, v in rows.items()}
     out.update(frames=len(truth) - 2, seconds=round(seconds, 2))
+    out["vmaf"] = {m: run_batch(batches[m], log, f"next frame, {m}")[1] for m in METHODS} if vmaf else None
     return out
 
 
-def extend_steps(hb, src, truth: list[np.ndarray], starts: list[int], steps: int, kw: dict) -> dict:
+def extend_steps(hb, src, truth: list[np.ndarray], starts: list[int], steps: int, kw: dict,
+                 vmaf: Vmaf | None = None) -> dict:
+    """Per method the mean RGB PSNR of each step over the starting points; ``vmaf``: the
+    same for VMAF, each start's frames one sequence (None without VMAF)."""
     import vs_vgan
 
-    per = {"vgan": [], "repeat": [], "linear": []}
-    for s in starts:
+    per = {m: [] for m in METHODS}
+    batches = {m: vmaf.batch() if vmaf else None for m in METHODS}
+    for j, s in enumerate(starts):
         if s < 2 or s + steps > len(truth):
             raise SystemExit(f"eval_predict: start {s} needs 2 frames before it and {steps} after")
         out = rgb_frames(hb, vs_vgan.extend(src[:s], frames=steps, **kw)[s:])
         a, b = truth[s - 2].astype(np.int16), truth[s - 1].astype(np.int16)
-        per["vgan"].append([hb.psnr(out[k], truth[s + k]) for k in range(steps)])
-        per["repeat"].append([hb.psnr(truth[s - 1], truth[s + k]) for k in range(steps)])
-        per["linear"].append([hb.psnr(np.clip(b + (k + 1) * (b - a), 0, 255).astype(np.uint8), truth[s + k])
-                              for k in range(steps)])
+        frames = {"vgan": out, "repeat": [truth[s - 1]] * steps,
+                  "linear": [np.clip(b + (k + 1) * (b - a), 0, 255).astype(np.uint8) for k in range(steps)]}
+        for m in METHODS:
+            per[m].append([hb.psnr(frames[m][k], truth[s + k]) for k in range(steps)])
+            if batches[m] is not None:
+                for k in range(steps):
+                    batches[m].add(j, frames[m][k], truth[s + k])  # a sequence per start
         log(f"extend from {s}: " + " ".join(f"{v:.2f}" for v in per["vgan"][-1]))
-    return {k: [round(float(x), 3) for x in np.mean(v, axis=0)] for k, v in per.items()}
+    result: dict = {k: [round(float(x), 3) for x in np.mean(v, axis=0)] for k, v in per.items()}
+    result["vmaf"] = None
+    if vmaf:
+        scores = {m: run_batch(batches[m], log, f"extend, {m}")[0] for m in METHODS}
+        result["vmaf"] = {m: None if sc is None else [round(float(x), 3) for x in np.mean(list(sc.values()), axis=0)]
+                          for m, sc in scores.items()}
+    return result
 
 
-def repair_check(hb, src, truth: list[np.ndarray], kw: dict, interp_kw: dict, every: int = 5) -> dict:
+def repair_check(hb, src, truth: list[np.ndarray], kw: dict, interp_kw: dict, every: int = 5,
+                 vmaf: Vmaf | None = None) -> dict:
     import vapoursynth as vs
 
     import vs_vgan
@@ -116,12 +147,21 @@ def repair_check(hb, src, truth: list[np.ndarray], kw: dict, interp_kw: dict, ev
     gaps = [i for i in bad if i + 1 < n]
     interp = [rgb_frames(hb, vs_vgan.interpolate(vs.core.std.Splice([src[i - 1], src[i + 1]]), factor=2,
                                                  scene_detect=False, **interp_kw))[1] for i in gaps]
+    rebuilt = {"repaired": [fixed_rgb[i] for i in gaps], "interpolate": interp, "damaged": [truth[i - 1] for i in gaps]}
+    scores = None
+    if vmaf:
+        scores = {}
+        for m, frames in rebuilt.items():
+            batch = vmaf.batch()
+            for x, i in zip(frames, gaps):
+                batch.add(m, x, truth[i])
+            scores[m] = run_batch(batch, log, f"repair, {m}")[1]
     return dict(
         planted=bad, found=found, all_found=set(bad) <= set(found), extra=sorted(set(found) - set(bad)),
         flagged_on_clean_clip=flagged_clean, their_luma_diffs=diffs,
-        psnr_repaired=round(float(np.mean([hb.psnr(fixed_rgb[i], truth[i]) for i in gaps])), 3),
-        psnr_interpolate=round(float(np.mean([hb.psnr(x, truth[i]) for x, i in zip(interp, gaps)])), 3),
-        psnr_damaged=round(float(np.mean([hb.psnr(truth[i - 1], truth[i]) for i in gaps])), 3),
+        **{f"psnr_{m}": round(float(np.mean([hb.psnr(x, truth[i]) for x, i in zip(frames, gaps)])), 3)
+           for m, frames in rebuilt.items()},
+        vmaf=scores,
     )
 
 
@@ -138,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interp-kw", default="{}", help="vs_vgan keyword arguments for repair's interpolation "
                     "(and the interpolate reference), as JSON")
     ap.add_argument("--no-repair", action="store_true", help="skip the repair check")
+    ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF (scripts/vmaf.py: libvmaf vmaf_v0.6.1 through "
+                    "an ffmpeg with the libvmaf filter; left out anyway where there is none)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     hb = load_bench(Path(a.bench) / "heldout.py", "vgan_bench_heldout")
@@ -149,40 +191,55 @@ def main(argv: list[str] | None = None) -> int:
         kw["model"] = candidate_spec(a.weights)
     elif a.model:
         kw["model"] = a.model
+    vmaf = None if a.no_vmaf else open_vmaf(log)
     src = hb.load(a.bbb, a.max_frames)
     truth = rgb_frames(hb, src)
     log(f"{len(truth)} frames")
-    nxt = next_frame(hb, src, truth, kw)
+    nxt = next_frame(hb, src, truth, kw, vmaf)
     log("next frame: " + json.dumps(nxt))
     starts = [int(s) for s in a.starts.split(",") if s]
-    ext = extend_steps(hb, src, truth, starts, a.steps, kw)
-    rep = None if a.no_repair else repair_check(hb, src, truth, kw, json.loads(a.interp_kw))
+    ext = extend_steps(hb, src, truth, starts, a.steps, kw, vmaf)
+    rep = None if a.no_repair else repair_check(hb, src, truth, kw, json.loads(a.interp_kw), vmaf=vmaf)
     if rep:
         log("repair: " + json.dumps(rep))
+    def cell(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     print("| next frame, RGB PSNR (dB) | vs_vgan.predict | repeat last | linear extrapolation |")
     print("|---|---|---|---|")
     print(f"| bigbuckbunny, {nxt['frames']} frames | {nxt['vgan']:.2f} | {nxt['repeat']:.2f} | {nxt['linear']:.2f} |")
+    if nxt["vmaf"]:
+        print("| VMAF | " + " | ".join(cell(nxt["vmaf"][m]) for m in METHODS) + " |")
     print()
+    labels = (("vgan", "vs_vgan.extend"), ("repeat", "repeat last"), ("linear", "linear extrapolation"))
     print("| extend step | " + " | ".join(str(k + 1) for k in range(a.steps)) + " |")
     print("|---|" + "---|" * a.steps)
-    for name, label in (("vgan", "vs_vgan.extend"), ("repeat", "repeat last"), ("linear", "linear extrapolation")):
+    for name, label in labels:
         print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in ext[name]) + " |")
+    if ext["vmaf"]:
+        for name, label in labels:
+            steps = ext["vmaf"][name] or [None] * a.steps
+            print(f"| {label}, VMAF | " + " | ".join(cell(v) for v in steps) + " |")
     if rep:
         print()
+        v = rep["vmaf"]
         print("| repair, every 5th frame a repeat | planted | planted found | other frames rebuilt "
-              "| flagged on the clean clip | rebuilt RGB PSNR | interpolate, same gaps | the repeats |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| flagged on the clean clip | rebuilt RGB PSNR | interpolate, same gaps | the repeats |"
+              + (" rebuilt VMAF | interpolate VMAF | the repeats' VMAF |" if v else ""))
+        print("|---|---|---|---|---|---|---|---|" + ("---|---|---|" if v else ""))
         planted_found = len(set(rep["planted"]) & set(rep["found"]))
         print(f"| bigbuckbunny | {len(rep['planted'])} | {planted_found} | {rep['extra']} "
               f"| {rep['flagged_on_clean_clip']} | {rep['psnr_repaired']:.2f} | {rep['psnr_interpolate']:.2f} "
-              f"| {rep['psnr_damaged']:.2f} |")
+              f"| {rep['psnr_damaged']:.2f} |"
+              + (f" {cell(v['repaired'])} | {cell(v['interpolate'])} | {cell(v['damaged'])} |" if v else ""))
         if rep["their_luma_diffs"]:
             print(f"\nLuma difference to the previous frame of the frames flagged on the clean clip: "
                   f"{rep['their_luma_diffs']}")
     if a.json:
         meta = dict(python=platform.python_version(), torch=torch.__version__, vapoursynth=vs.__version__,
                     core_threads=vs.core.num_threads, clip=Path(a.bbb).name, starts=starts,
-                    model=str(getattr(kw.get("model"), "name", kw.get("model"))))
+                    model=str(getattr(kw.get("model"), "name", kw.get("model"))),
+                    vmaf=vmaf.describe() if vmaf else None)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"meta": meta, "next_frame": nxt, "extend": ext, "repair": rep}, indent=1))
     return 0
