@@ -50,10 +50,14 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
 
 from .ffmpeg import FFmpeg
 from .ffmpeg import find_ffmpeg as resolve_ffmpeg
+
+if TYPE_CHECKING:  # pragma: no cover  (imported where used: the CLI's parser loads without it)
+    import vapoursynth as vs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -106,7 +110,7 @@ def say(line: str) -> None:
 
 
 # ---------------------------------------------------------------------- sources and formats
-def open_source(path: str, source: str = "bs.VideoSource", ffmpeg: str | None = None):
+def open_source(path: str, source: str = "bs.VideoSource", ffmpeg: str | None = None) -> vs.VideoNode:
     """INPUT through a VapourSynth source filter ``namespace.Function`` (``ffmpeg``, where
     one is found, checks that INPUT is not cut short)."""
     import vapoursynth as vs
@@ -132,7 +136,7 @@ def open_source(path: str, source: str = "bs.VideoSource", ffmpeg: str | None = 
     return clip
 
 
-def truncation_warning(path: str, clip, ffmpeg: str) -> str | None:
+def truncation_warning(path: str, clip: vs.VideoNode, ffmpeg: str) -> str | None:
     """A one-line warning where ``clip`` (INPUT through the source filter) is clearly shorter
     than INPUT's header promises and INPUT's packets stop short of the header's duration (a
     cut download or copy); None otherwise.  The second test keeps quiet about the files
@@ -234,22 +238,23 @@ def short_slack(expected: int, rate: Fraction) -> float:
     return max(2.0, float(rate) / 2, expected / 100)
 
 
-def for_y4m(clip):
+def for_y4m(clip: vs.VideoNode) -> vs.VideoNode:
     """y4m carries GRAY and YUV with 8 to 16-bit integer samples: convert anything else
     (RGB to YUV 4:4:4 with the BT.709 matrix, float to 16-bit)."""
     import vapoursynth as vs
 
+    core: Any = vs.core  # its plugin namespaces (resize) are untyped
     fmt = clip.format
     bits = fmt.bits_per_sample if fmt.sample_type == vs.INTEGER else 16
     if fmt.color_family == vs.RGB:
         target = vs.core.query_video_format(vs.YUV, vs.INTEGER, bits, 0, 0)
-        return vs.core.resize.Bicubic(clip, format=target.id, matrix_s="709")
+        return core.resize.Bicubic(clip, format=target.id, matrix_s="709")
     if fmt.sample_type == vs.FLOAT:
-        return vs.core.resize.Point(clip, format=fmt.replace(sample_type=vs.INTEGER, bits_per_sample=16).id)
+        return core.resize.Point(clip, format=fmt.replace(sample_type=vs.INTEGER, bits_per_sample=16).id)
     return clip
 
 
-def describe(clip) -> dict[str, Any]:
+def describe(clip: vs.VideoNode) -> dict[str, Any]:
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     return dict(format=clip.format.name, width=clip.width, height=clip.height, frames=clip.num_frames,
                 fps=str(fps) if fps else "variable", duration=float(clip.num_frames / fps) if fps else None)
@@ -259,7 +264,7 @@ def describe(clip) -> dict[str, Any]:
 class Progress:
     """A one-line progress bar on stderr: frames done and total, frames/s, ETA."""
 
-    def __init__(self, label: str, quiet: bool = False, stream=None) -> None:
+    def __init__(self, label: str, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.label, self.quiet = label, quiet
         self.stream = stream or sys.stderr
         self.start = time.perf_counter()
@@ -462,7 +467,7 @@ def check_output(source_path: str | None, output: Path, overwrite: bool) -> None
         raise CliError(f"vs-vgan: the folder of OUTPUT {str(output.parent)!r} does not exist")
 
 
-def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None, preset: str | None,
+def encode(clip: vs.VideoNode, source_path: str, output: Path, *, codec: str, crf: int | None, preset: str | None,
            audio_codec: str, extra: Sequence[str], overwrite: bool, audio_offset: float = 0.0,
            progress: Callable[[int, int], None] | None = None, ffmpeg: str | None = None) -> None:
     """Pipe ``clip`` as y4m into ffmpeg, with INPUT's audio (and subtitles for .mkv)
@@ -490,9 +495,11 @@ def encode(clip, source_path: str, output: Path, *, codec: str, crf: int | None,
         # its own process group: Ctrl-C or a hangup reach this process only, which stops
         # ffmpeg and removes the partial file (rather than racing ffmpeg's own exit)
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+        assert proc.stdin is not None and proc.stderr is not None  # PIPEs
         try:
             try:
-                for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)
+                # VapourSynth's stub asks for a BinaryIO; any binary file object (Popen's IO[bytes]) does
+                for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)  # type: ignore[arg-type]
             except BrokenPipeError:
                 pass  # ffmpeg stopped reading: its own message says why
             finally:
@@ -596,14 +603,15 @@ def cmd_repair(a: argparse.Namespace) -> int:
     return _encode(a, out, f"repair {Path(a.input).name}", ffmpeg)
 
 
-def _open(a: argparse.Namespace) -> tuple[Any, FFmpeg | None]:
+def _open(a: argparse.Namespace) -> tuple[vs.VideoNode, FFmpeg | None]:
     """INPUT of a command and the command's ffmpeg (resolved once), which checks INPUT
     where there is one."""
     found = find_ffmpeg(a.ffmpeg)
     return open_source(a.input, a.source, found.path if found else None), found
 
 
-def _encode(a: argparse.Namespace, out, label: str, ffmpeg: FFmpeg | None, audio_offset: float = 0.0) -> int:
+def _encode(a: argparse.Namespace, out: vs.VideoNode, label: str, ffmpeg: FFmpeg | None,
+            audio_offset: float = 0.0) -> int:
     extra = shlex.split(a.ffmpeg_args) if a.ffmpeg_args else []
     encode(out, a.input, Path(a.output), codec=a.codec, crf=a.crf, preset=a.preset, audio_codec=a.audio_codec,
            extra=extra, overwrite=a.overwrite, audio_offset=audio_offset, progress=Progress(label, a.quiet),
@@ -617,7 +625,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     from .timing import Timeline, resolve_ratio
 
     clip, found = _open(a)
-    info = {"input": describe(clip)}
+    info: dict[str, Any] = {"input": describe(clip)}
     src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
     if a.fps is not None or a.factor is not None:
         # its errors (a rate or an output length VapourSynth can't hold) are main's one line
@@ -629,7 +637,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _info_text(info: dict) -> str:
+def _info_text(info: dict[str, Any]) -> str:
     i = info["input"]
     lines = [f"input:  {i['width']}x{i['height']} {i['format']}, {i['frames']} frames at {i['fps']} fps"
              + (f" ({i['duration']:.3f} s)" if i["duration"] else "")]
@@ -672,6 +680,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     with _partial(output) as tmp:
         if ffmpeg:
             pipe = subprocess.Popen([vspipe, "-c", "y4m", *progress, *vsargs, str(script), "-"], stdout=subprocess.PIPE)
+            assert pipe.stdout is not None  # a PIPE
             enc = subprocess.run([ffmpeg, "-hide_banner", "-v", "error", "-y", "-i", "-", "-c:v", "libx264",
                                   "-crf", "16", "-preset", "medium", "-pix_fmt", "yuv420p", "-f", "matroska",
                                   str(tmp)], stdin=pipe.stdout, stderr=subprocess.PIPE, text=True, errors="replace")
@@ -784,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # once (a second signal must not cut the clean-up short)
     stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
 
-    def terminate(signum, frame):
+    def terminate(signum: int, frame: FrameType | None) -> NoReturn:
         for s in stops:
             signal.signal(s, signal.SIG_IGN)
         raise KeyboardInterrupt

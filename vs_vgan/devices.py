@@ -9,7 +9,7 @@ import os
 import platform
 import re
 import threading
-from typing import ContextManager
+from typing import Callable, ContextManager, Literal
 
 import torch
 
@@ -18,11 +18,14 @@ from .errors import type_error, value_error
 __all__ = ["resolve_device", "resolve_dtype", "synchronize", "cpu_cores", "cpu_plan",
            "thread_stream", "finish_stream", "memory_stats", "reset_peak_memory", "device_name", "HeapTrimmer",
            "keep_heap", "pin_cpu_threads", "CPU_CALL_THREADS", "CPU_POLICY_ENV", "cpu_policy_wanted",
-           "apply_cpu_policy"]
+           "apply_cpu_policy", "Precision"]
 
 log = logging.getLogger("vs_vgan")
 _DEVICE_ACCEPTED = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+#: The nodes' ``precision=`` values (:func:`resolve_dtype`).
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 def resolve_device(device: object, *, func: str) -> torch.device:
@@ -79,7 +82,7 @@ def synchronize(device: torch.device) -> None:
 _streams = threading.local()
 
 
-def thread_stream(device: torch.device) -> ContextManager:
+def thread_stream(device: torch.device) -> ContextManager[object]:
     """Run the calling thread's work on ``device`` on that thread's own CUDA stream
     (made on first use, one per thread and device), so that frames requested by several
     VapourSynth threads at once overlap on the GPU: one frame's upload and download with
@@ -132,7 +135,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def _find_glibc(name: str, argtypes: list):
+def _find_glibc(name: str, argtypes: list[type[ctypes.c_int] | type[ctypes.c_size_t]]) -> Callable[..., int] | None:
     try:
         fn = getattr(ctypes.CDLL(None), name)  # glibc
     except (AttributeError, OSError):

@@ -28,7 +28,7 @@ import math
 import threading
 from collections import OrderedDict
 from fractions import Fraction
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, cast
 
 import torch
 import vapoursynth as vs
@@ -37,7 +37,7 @@ from . import devices
 from .errors import type_error, value_error
 from .frames import FrameBridge, pad_to_modulo
 from .models import ModelSpec, get_spec, load_model
-from .models.registry import SCALES
+from .models.registry import SCALES, Task
 from .models.compiled import CompiledNetwork
 from .models.contract import Capabilities, capabilities_of
 from .timing import Timeline
@@ -78,7 +78,7 @@ class Network(NamedTuple):
     scale: float
 
 
-def load_network(func: str, clip: vs.VideoNode, model: object, task: str, default: str, device: object,
+def load_network(func: str, clip: vs.VideoNode, model: object, task: Task, default: str, device: object,
                  precision: object, scale: object, cpu_policy: object, *, compile: bool = False) -> Network:
     """Check ``scale`` (against the clip's frame size too) and ``cpu_policy``, resolve
     model, device and precision, load the network (through ``torch.compile`` when
@@ -111,9 +111,8 @@ def load_network(func: str, clip: vs.VideoNode, model: object, task: str, defaul
     caps = capabilities_of(net)  # the spec's (its architecture's), checked against the network's methods
     if float(scale) != 1.0 and not (caps.frame_analysis or caps.scales):
         raise value_error(func, "scale", f"1.0 for model {spec.name!r} (it has no motion analysis to scale)", scale)
-    if compile:
-        net = CompiledNetwork(net, func=func)
-    return Network(spec, dev, dtype, net, caps, policy, float(scale))
+    return Network(spec, dev, dtype, CompiledNetwork(net, func=func) if compile else net, caps, policy,
+                   float(scale))
 
 
 def check_scene_args(func: str, scene_detect: object, scene_threshold: object) -> None:
@@ -141,7 +140,7 @@ def remap(clip: vs.VideoNode, timeline: Timeline) -> vs.VideoNode:
     frames), so for a ``p`` up to :data:`_PERIOD_MAX` one SelectEvery does it; beyond, a
     FrameEval picks each frame.  Either way the graph's size does not grow with the
     clip's length or the factor."""
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std) are untyped
     p, q = timeline.ratio.numerator, timeline.ratio.denominator
     if q == 1:  # SelectEvery's cycle is 2 or more: two periods in one
         p, q = 2 * p, 2
@@ -151,7 +150,7 @@ def remap(clip: vs.VideoNode, timeline: Timeline) -> vs.VideoNode:
         padded = clip + clip[-1] * (total - n) if total > n else clip
         picked = core.std.SelectEvery(padded, cycle=q, offsets=[j * q // p for j in range(p)], modify_duration=False)
         return picked[: timeline.num_frames]
-    template = clip[0].std.Loop(times=timeline.num_frames)
+    template = core.std.Loop(clip[0], times=timeline.num_frames)
     return core.std.FrameEval(template, lambda n: clip[n * q // p])
 
 
@@ -163,7 +162,7 @@ def scene_cuts(clip: vs.VideoNode, threshold: float) -> vs.VideoNode:
     0..1) of neighbouring frames, judged against ``threshold`` and against the
     differences of the pairs on either side.
     """
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std, resize) are untyped
     tw = max(16, min(clip.width, 160)) & ~1
     th = max(16, round(clip.height * tw / clip.width)) & ~1
     fam = clip.format.color_family
@@ -180,9 +179,9 @@ def scene_cuts(clip: vs.VideoNode, threshold: float) -> vs.VideoNode:
     nxt = shift(diff, 1)  # frame i: diff of (i+1, i+2); ignored for i >= n - 2
 
     def judge(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        d = float(f[1].props["PlaneStatsDiff"]) if n < last else 0.0
-        d_prev = float(f[0].props["PlaneStatsDiff"]) if n > 0 else 0.0
-        d_next = float(f[2].props["PlaneStatsDiff"]) if n < last - 1 else 0.0
+        d = float(cast(float, f[1].props["PlaneStatsDiff"])) if n < last else 0.0
+        d_prev = float(cast(float, f[0].props["PlaneStatsDiff"])) if n > 0 else 0.0
+        d_next = float(cast(float, f[2].props["PlaneStatsDiff"])) if n < last - 1 else 0.0
         cut = d > threshold and (d > _SCENE_RATIO * max(d_prev, d_next) or d > _SCENE_STRONG * threshold)
         out = f[1].copy()
         out.props[CUT_PROP] = int(cut)
@@ -191,7 +190,7 @@ def scene_cuts(clip: vs.VideoNode, threshold: float) -> vs.VideoNode:
     return core.std.ModifyFrame(diff, clips=[prev, diff, nxt], selector=judge)
 
 
-def frame_duration(props: Any) -> Fraction:
+def frame_duration(props: Mapping[str, Any]) -> Fraction:
     try:
         return Fraction(int(props["_DurationNum"]), int(props["_DurationDen"]))
     except (KeyError, ZeroDivisionError):
@@ -232,7 +231,7 @@ def in_lanes(base: vs.VideoNode, clips: list[vs.VideoNode], selector: Selector, 
     locks); interleaving their blocks back gives the frames in order.  One lane is a
     single ModifyFrame.
     """
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std) are untyped
     if lanes == 1:
         return core.std.ModifyFrame(base, clips=clips, selector=selector)
     n = base.num_frames
@@ -427,8 +426,8 @@ class Runner:
 
         return self.pairs.get((left, right), compute)
 
-    def synthesize(self, left: Any, right: Any, t: float, left_frame: vs.VideoFrame, right_frame: vs.VideoFrame,
-                   fout: vs.VideoFrame) -> None:
+    def synthesize(self, left: Any, right: Any, t: float | Fraction, left_frame: vs.VideoFrame,
+                   right_frame: vs.VideoFrame, fout: vs.VideoFrame) -> None:
         """Write the output at ``t`` of the pair ``(left, right)`` into ``fout``."""
         state = self.pair_state(left, right, left_frame, right_frame)
         with torch.inference_mode(), self.slot:
@@ -439,7 +438,7 @@ class Runner:
         """A frame in :meth:`render`'s output form: plane groups or an RGB tensor."""
         return self.bridge.to_planes(frame) if self.planar else self.bridge.to_tensor([frame])
 
-    def state_of_output(self, out: Any, props: Any) -> Any:
+    def state_of_output(self, out: Any, props: Mapping[str, Any]) -> Any:
         """The frame state (what :meth:`pair_states` takes) of :meth:`render`'s output or
         of :meth:`frame_data`, so that a prediction can be the context of the next one."""
         if self.planar:
@@ -460,7 +459,7 @@ class Runner:
             return a, b
         return self.net.encode(a, b, **self.encode_kw)
 
-    def render(self, state: Any, t: float, props: Any) -> Any:
+    def render(self, state: Any, t: float, props: Mapping[str, Any]) -> Any:
         """The network's output at ``t`` for a pair state: plane groups (planar path) or an
         RGB tensor ``(1, 3, H, W)``.  ``props`` (the output frame's) choose the YUV matrix."""
         tt = torch.full((1, 1, 1, 1), t, device=self.device, dtype=self.dtype)

@@ -62,7 +62,7 @@ def bundled_ffmpeg() -> str | None:
     return path if path and os.path.isfile(path) else None
 
 
-def find_ffmpeg(explicit: str | os.PathLike | None = None) -> FFmpeg | None:
+def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> FFmpeg | None:
     """The ffmpeg to run (the module's order), or None where there is none.  ValueError,
     worded for users, when ``explicit`` or ``VS_VGAN_FFMPEG`` names no executable."""
     for given, origin in ((explicit, "--ffmpeg"), (os.environ.get(FFMPEG_ENV) or None, FFMPEG_ENV)):

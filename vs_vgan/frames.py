@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ import vapoursynth as vs
 from .devices import finish_stream
 from .errors import value_error
 
-__all__ = ["FrameBridge", "pad_to_modulo", "check_format", "MATRICES", "default_matrix"]
+__all__ = ["FrameBridge", "pad_to_modulo", "check_format", "MATRICES", "default_matrix", "PlaneMix"]
 
 # _Matrix prop value -> (Kr, Kb)
 MATRICES: Mapping[int, tuple[float, float]] = {
@@ -60,6 +60,10 @@ MATRICES: Mapping[int, tuple[float, float]] = {
     9: (0.2627, 0.0593),  # BT.2020 non-constant luminance
 }
 _MATRIX_UNSPECIFIED = 2
+
+#: One group of planes' :meth:`FrameBridge.plane_mixes`: the ``(k, 3)`` matrix from an RGB
+#: difference to the planes' values, and the ``(low, high)`` bounds of those values.
+PlaneMix = tuple[torch.Tensor, tuple[float, float] | tuple[torch.Tensor, torch.Tensor]]
 
 
 def default_matrix(width: int, height: int) -> int:
@@ -102,7 +106,7 @@ class _Yuv:
         return v * r_v, u * (-self.kb * b_u / kg) + v * (-self.kr * r_v / kg), u * b_u
 
 
-def _full_range(props: Mapping) -> bool:
+def _full_range(props: Mapping[str, Any]) -> bool:
     """Full-range YUV?  ``_Range`` (R81+: 1 full, 0 limited), else the older
     ``_ColorRange`` (0 full, 1 limited), else limited."""
     if "_Range" in props:
@@ -131,6 +135,7 @@ class FrameBridge:
         self.peak = 1.0 if self.is_float else float((1 << self.bits) - 1)
         self.ss_w = fmt.subsampling_w
         self.ss_h = fmt.subsampling_h
+        self.np_dtype: type[np.generic]
         if self.is_float:
             self.np_dtype = np.float16 if self.bits == 16 else np.float32
         else:
@@ -142,6 +147,7 @@ class FrameBridge:
         self._cuda = self.device.type == "cuda"
         self._local = threading.local()
         self._yuv_cache: dict[tuple[int, int], _Yuv] = {}
+        self._mix_cache: dict[tuple[float, ...], list[PlaneMix]] = {}
         self._yuv_lock = threading.Lock()
 
     # ------------------------------------------------------------------ frame -> tensor
@@ -263,7 +269,7 @@ class FrameBridge:
             return [torch.stack(planes)[None].to(self.dtype)]
         return [planes[0][None, None].to(self.dtype), torch.stack(planes[1:])[None].to(self.dtype)]
 
-    def _normalisation(self, props: Mapping) -> tuple[float, float, float, float]:
+    def _normalisation(self, props: Mapping[str, Any]) -> tuple[float, float, float, float]:
         """(luma offset, luma scale, chroma offset, chroma scale): value = code * scale + offset
         maps codes to luma 0..1 and chroma -0.5..0.5 (GRAY: 0..1)."""
         if self.family == vs.GRAY:
@@ -271,7 +277,8 @@ class FrameBridge:
         c = self._yuv(props)
         return -c.y_off / c.y_scale, 1.0 / c.y_scale, -c.c_off / c.c_scale, 1.0 / c.c_scale
 
-    def planes_to_rgb(self, planes: Sequence[torch.Tensor], props: Mapping, scale: float = 1.0) -> torch.Tensor:
+    def planes_to_rgb(self, planes: Sequence[torch.Tensor], props: Mapping[str, Any],
+                      scale: float = 1.0) -> torch.Tensor:
         """RGB ``(1, 3, h, w)`` of :meth:`to_planes`' output, downscaled by ``scale``
         (bilinear with antialiasing, each plane from its own size).  At scale 1 it equals
         :meth:`to_tensor` of the frame (chroma repeated over its subsampling blocks)."""
@@ -292,22 +299,23 @@ class FrameBridge:
         uv = uv * c_mul + c_add
         return torch.cat([y + term for term in self._yuv(props).chroma_terms(uv[:, :1], uv[:, 1:])], 1)
 
-    def plane_mixes(self, props: Mapping) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
+    def plane_mixes(self, props: Mapping[str, Any]) -> list[PlaneMix]:
         """Per group of :meth:`to_planes`: the ``(k, 3)`` matrix taking an RGB difference
         (0..1 units) to the planes' sample values, and the ``(low, high)`` bounds of the
         values RGB in 0..1 can give (luma: black to white; chroma: its range; GRAY: 0 to
         peak): numbers, or ``(1, k, 1, 1)`` tensors where the group's planes differ."""
-        key = ("mix",) + tuple(self._normalisation(props))
-        cached = self._yuv_cache.get(key)
+        key = self._normalisation(props)
+        cached = self._mix_cache.get(key)
         if cached is not None:
             return cached
-        kw = dict(dtype=torch.float32, device=self.device)
 
-        def group(rows: list, lo: list, hi: list) -> tuple:
+        def tensor(values: list[list[float]] | list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+        def group(rows: list[list[float]], lo: list[float], hi: list[float]) -> PlaneMix:
             if len(set(lo)) == 1 and len(set(hi)) == 1:  # numbers clamp faster than tensors
-                return torch.tensor(rows, **kw), (lo[0], hi[0])
-            return torch.tensor(rows, **kw), (torch.tensor(lo, **kw).view(1, -1, 1, 1),
-                                              torch.tensor(hi, **kw).view(1, -1, 1, 1))
+                return tensor(rows), (lo[0], hi[0])
+            return tensor(rows), (tensor(lo).view(1, -1, 1, 1), tensor(hi).view(1, -1, 1, 1))
 
         if self.family == vs.GRAY:
             third = self.peak / 3.0 if not self.is_float else 1.0 / 3.0
@@ -326,7 +334,7 @@ class FrameBridge:
                 mixes = [group([y], [y_lo], [y_hi]), group([u, v], [c_lo, c_lo], [c_hi, c_hi])]
         finish_stream(self.device)  # complete before threads on other streams read the cached tensors
         with self._yuv_lock:
-            self._yuv_cache[key] = mixes
+            self._mix_cache[key] = mixes
         return mixes
 
     def write_planes(self, planes: Sequence[torch.Tensor], frame: vs.VideoFrame) -> None:
@@ -353,7 +361,7 @@ class FrameBridge:
             entry = pool[key] = (buf, event)
         return entry
 
-    def _yuv(self, props: Mapping) -> _Yuv:
+    def _yuv(self, props: Mapping[str, Any]) -> _Yuv:
         matrix = int(props.get("_Matrix", _MATRIX_UNSPECIFIED))
         if matrix == _MATRIX_UNSPECIFIED:
             matrix = default_matrix(self.width, self.height)

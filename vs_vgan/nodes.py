@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from fractions import Fraction
+from typing import Any
 
 import vapoursynth as vs
 
 from . import devices
+from .devices import Precision
 from .engine import (CUDA_STREAMS, DEFAULT_SCENE_THRESHOLD, Runner, check_scene_args, frame_duration, in_lanes,
                      is_cut, load_network, remap, scene_cuts, shift)
 from .errors import type_error, value_error
@@ -30,9 +33,9 @@ def interpolate(
     *,
     factor: int | Fraction | str | None = None,
     fps: int | Fraction | str | None = None,
-    model: str | ModelSpec | None = None,
+    model: str | ModelSpec | os.PathLike[str] | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: Precision = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float | None = None,
@@ -50,8 +53,9 @@ def interpolate(
             duration.
         fps: target output rate instead of ``factor`` (e.g. ``"60000/1001"``); constant-rate
             clips only.  Neither given: ``factor=2``.
-        model: a registered interpolation model name (``vs_vgan.models.list_models()`` lists them) or a
-            :class:`vs_vgan.models.ModelSpec`; None is the default model.
+        model: a registered interpolation model name (``vs_vgan.models.list_models()`` lists them), a
+            :class:`vs_vgan.models.ModelSpec` or the path of a RIFE ``flownet.pkl``
+            (:func:`vs_vgan.models.rife`); None is the default model.
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: of the network (frames stay fp32): ``"auto"`` (fp16 on CUDA, fp32 on
             the CPU), ``"fp32"``,
@@ -121,7 +125,7 @@ def interpolate(
         raise value_error(func, "num_streams", "None or an int >= 1", num_streams)
     if not isinstance(compile, bool):
         raise type_error(func, "compile", "True or False", compile)
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std) are untyped
     calls = min(core.num_threads, num_streams or core.num_threads)  # callbacks that can run at once
     network = load_network(func, clip, model, "interpolate", DEFAULT_INTERPOLATION_MODEL, device, precision, scale,
                            cpu_policy, compile=compile)

@@ -10,32 +10,38 @@ reaches across a scene cut.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 import torch
 import vapoursynth as vs
 
 from . import devices
+from .devices import Precision
 from .engine import (CUT_PROP, DEFAULT_SCENE_THRESHOLD, ComputeCache, Runner, check_scene_args, in_lanes, is_cut,
                      lagged, load_network, scene_cuts, shift)
 from .errors import type_error, value_error
 from .frames import FrameBridge, check_format
-from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL
+from .models import DEFAULT_INTERPOLATION_MODEL, DEFAULT_PREDICTION_MODEL, ModelSpec
 from .models.contract import CONTEXT
+from .models.registry import Task
 
 __all__ = ["predict", "extend", "repair", "DEFAULT_PREDICTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD", "RepairPlan",
-           "plan_repair"]
+           "plan_repair", "Side"]
 
 log = logging.getLogger("vs_vgan")
 
+#: Where :func:`extend` adds its frames.
+Side = Literal["end", "start", "both"]
+
 
 def _runner(func: str, clip: vs.VideoNode, model: object, device: object, precision: object,
-            scale: object, cpu_policy: object, task: str = "predict") -> Runner:
+            scale: object, cpu_policy: object, task: Task = "predict") -> Runner:
     """The engine's runner of a prediction (or, for repair's gaps, interpolation) node."""
     fmt = check_format(clip, func=func)
     default = DEFAULT_PREDICTION_MODEL if task == "predict" else DEFAULT_INTERPOLATION_MODEL
@@ -57,9 +63,9 @@ def predict(
     clip: vs.VideoNode,
     /,
     *,
-    model: Any = None,
+    model: str | ModelSpec | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: Precision = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float | None = None,
@@ -82,6 +88,8 @@ def predict(
     runner = _runner(func, clip, model, device, precision, scale, cpu_policy)
     if clip.num_frames <= CONTEXT:
         return clip
+    t = runner.caps.t
+    assert t is not None  # a predictor's (_runner checked it is one)
     clips = [lagged(clip, 2), lagged(clip, 1)]
     if scene_detect:
         clips.append(lagged(scene_cuts(clip, float(scene_threshold)), 2))  # cut between n-2 and n-1
@@ -96,7 +104,7 @@ def predict(
                 np.asarray(fout[p])[...] = np.asarray(prev1[p])
             return fout
         with runner.frame_context():
-            runner.synthesize(n - 2, n - 1, runner.caps.t, prev2, prev1, fout)
+            runner.synthesize(n - 2, n - 1, t, prev2, prev1, fout)
         return fout
 
     return in_lanes(clip, [clip, *clips], select, _lanes(runner), block=1)
@@ -156,11 +164,13 @@ class _Rollout:
     def _step(self, ctx: tuple[Any, Any], nearest: vs.VideoFrame, still: bool) -> tuple[Any, Any]:
         """The output predicted from a context, and its state (the next context's newer half)."""
         r = self.runner
+        t = r.caps.t
+        assert t is not None  # a predictor's
         with torch.inference_mode(), r.slot:
             if still:
                 out = r.frame_data(nearest)
             else:
-                out = r.render(r.pair_states(*ctx), r.caps.t, nearest.props)
+                out = r.render(r.pair_states(*ctx), t, nearest.props)
             state = r.state_of_output(out, nearest.props)
         devices.finish_stream(r.device)  # complete before another thread's stream reads it
         return out, state
@@ -183,10 +193,10 @@ def extend(
     /,
     *,
     frames: int,
-    side: str = "end",
-    model: Any = None,
+    side: Side = "end",
+    model: str | ModelSpec | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: Precision = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float | None = None,
@@ -231,7 +241,7 @@ def _predicted(clip: vs.VideoNode, runner: Runner, frames: int, *, forward: bool
                threshold: float) -> vs.VideoNode:
     """``frames`` predicted frames past the end (``forward``) or before the start (in
     display order), as a clip."""
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std) are untyped
     near, far = (clip[-1], clip[-2]) if forward else (clip[0], clip[1])
     clips = [far * frames, near * frames]
     if scene_detect:
@@ -250,7 +260,8 @@ def _predicted(clip: vs.VideoNode, runner: Runner, frames: int, *, forward: bool
         fout = near_f.copy()
         with torch.inference_mode(), runner.slot:
             runner.write(out, fout)
-        d = 1 / fps if fps else Fraction(int(near_f.props["_DurationNum"]), int(near_f.props["_DurationDen"]))
+        d = 1 / fps if fps else Fraction(int(cast(int, near_f.props["_DurationNum"])),
+                                         int(cast(int, near_f.props["_DurationDen"])))
         fout.props["_DurationNum"], fout.props["_DurationDen"] = d.numerator, d.denominator
         for key in ("_SceneChangeNext", "_SceneChangePrev"):
             if key in fout.props:
@@ -275,7 +286,7 @@ _DIFF_PROP = "PlaneStatsDiff"  # on the annotated copies only; the output keeps 
 def _annotated(clip: vs.VideoNode, scene_detect: bool, scene_threshold: float) -> vs.VideoNode:
     """``clip`` with ``PlaneStatsDiff`` (mean absolute luma difference to the previous
     frame, 0 for frame 0) and, when detecting, ``_VsVganCut`` (a cut after this frame) props."""
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std, resize) are untyped
     fam = clip.format.color_family
     if fam == vs.YUV:
         luma = core.std.ShufflePlanes(clip, 0, vs.GRAY)
@@ -299,14 +310,14 @@ def repair(
     clip: vs.VideoNode,
     /,
     *,
-    frames: Any = None,
+    frames: Iterable[int] | None = None,
     duplicates: bool = False,
     threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
     max_run: int = 4,
-    model: Any = None,
-    predict_model: Any = None,
+    model: str | ModelSpec | os.PathLike[str] | None = None,
+    predict_model: str | ModelSpec | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: Precision = "auto",
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     scale: float | None = None,
@@ -364,7 +375,7 @@ def repair(
             return f[1 + width + i - n]
 
         def diff(i: int) -> float:
-            return float(frame(i).props[_DIFF_PROP]) if 1 <= i < n_frames else 0.0
+            return float(cast(float, frame(i).props[_DIFF_PROP])) if 1 <= i < n_frames else 0.0
 
         def bad(i: int) -> bool:
             if not 0 <= i < n_frames:
@@ -414,7 +425,7 @@ class RepairPlan:
     to extend (the second-nearest is bad, beyond the clip or across a cut: the nearest
     is repeated)."""
 
-    how: str
+    how: Literal["keep", "too-long", "alone", "interpolate", "forward", "backward"]
     keys: tuple[int, int] = (0, 0)
     t: Fraction = Fraction(0)
     step: int = 0
@@ -452,7 +463,7 @@ def plan_repair(n: int, n_frames: int, bad: Callable[[int], bool], cut_after: Ca
     return RepairPlan("alone")
 
 
-def _check_frames(func: str, frames: Any, n_frames: int) -> frozenset[int]:
+def _check_frames(func: str, frames: object, n_frames: int) -> frozenset[int]:
     if frames is None:
         return frozenset()
     if isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):

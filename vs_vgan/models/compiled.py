@@ -61,7 +61,7 @@ class CompiledNetwork:
             return lambda *args, **kwargs: self._call(name, args, kwargs)
         return getattr(self.network, name)
 
-    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.failed is not None:
             return getattr(self.network, name)(*args, **kwargs)
         if self._calls.get(name, 0) < _WARMUP_CALLS:
@@ -71,7 +71,7 @@ class CompiledNetwork:
                 return out
         return self._attempt(name, args, kwargs)
 
-    def _attempt(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _attempt(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return self._compiled[name](*args, **kwargs)
         except Exception as error:  # noqa: BLE001  (judged by the eager call below)

@@ -73,7 +73,7 @@ def correlation(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Tensor
 class FrameAnalysis(NamedTuple):
     """:meth:`FlowInterpolator.prepare` of one frame."""
     img: torch.Tensor | None  # the frame as given, (B, 3, H, W)
-    feats: list  # feature pyramid of the analysed (downscaled, padded) frame
+    feats: list[torch.Tensor]  # feature pyramid of the analysed (downscaled, padded) frame
     low: torch.Tensor  # level-0 features and the analysed frame at level-0 size, concatenated
     scale: float
 
@@ -183,7 +183,7 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def _resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize_flow(flow: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Resize a stack of (x, y) flow fields, scaling the vectors with the image."""
     if tuple(flow.shape[-2:]) == tuple(size):
         return flow
@@ -203,6 +203,7 @@ class _FlowLevel(nn.Module):
         self.body = nn.Sequential(_conv(cin, hidden), _conv(hidden, hidden), _conv(hidden, hidden // 2))
         self.head = nn.Conv2d(hidden // 2, 2, 3, 1, 1)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,8 +253,9 @@ class FlowInterpolator(nn.Module):
         # flow corrections (4) at level 0, then mask (1) and residual (3) per analysed pixel
         self.synth_out = nn.Conv2d(synth, 4 + 4 * stem * stem, 1)
         nn.init.zeros_(self.synth_out.weight)
+        assert self.synth_out.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.synth_out.bias)
-        self._grids: dict = {}  # identity sampling grids by size (not parameters)
+        self._grids: dict[tuple[object, ...], torch.Tensor] = {}  # identity sampling grids by size (not parameters)
 
     def modulo_for(self, scale: float) -> int:
         """Input size multiple needed at analysis ``scale``."""
@@ -283,6 +285,7 @@ class FlowInterpolator(nn.Module):
         :meth:`synthesize` (None when the caller renders its own planes)."""
         scale = self._scale(scale, "prepare")
         x = analysed if analysed is not None else img
+        assert x is not None, "FlowInterpolator.prepare: give img or analysed"
         if analysed is None and scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
         x = sanitize(x).to(self.synth_out.weight.dtype)  # the network's precision (the frames keep theirs)
@@ -329,6 +332,7 @@ class FlowInterpolator(nn.Module):
             x = torch.cat((cost, f) if flow is None else (cost, f, flow), 1)
             delta = self.flow[level](x)
             flow = delta if flow is None else flow + delta
+        assert flow is not None  # every level above 0 has a radius (checked in __init__)
         return torch.cat((flow[:n], flow[n:]), 1)
 
     def thumbnails(self, state: PairState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,12 +363,14 @@ class FlowInterpolator(nn.Module):
     def synthesize(self, state: PairState, t: torch.Tensor) -> torch.Tensor:
         """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair, at
         the size of the frames given to :meth:`prepare` / :meth:`encode`."""
+        assert state.img0 is not None and state.img1 is not None, "a pair state prepared with img=None has no frames"
         flows_t, fine = self.fields(state, t)
         return self.render(flows_t, fine, t, state.scale, state.img0, state.img1)
 
     def render(self, flows_t: torch.Tensor, fine: torch.Tensor, t: torch.Tensor, scale: float,
                img0: torch.Tensor, img1: torch.Tensor, *, size: tuple[int, int] | None = None,
-               mix: torch.Tensor | None = None, bounds: tuple = (0.0, 1.0)) -> torch.Tensor:
+               mix: torch.Tensor | None = None,
+               bounds: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] = (0.0, 1.0)) -> torch.Tensor:
         """The output from :meth:`fields`: ``img0`` and ``img1`` (``(B, k, h, w)``) warped
         to ``t``, blended by visibility, plus the residual, clamped to ``bounds``.
 
@@ -418,15 +424,13 @@ class FlowInterpolator(nn.Module):
             up = flows_t[:, :, :h, :w].permute(0, 2, 3, 1)
             grid0, grid1 = base + up[..., :2], base + up[..., 2:]
         fine = fine[:, :, :h, :w]
-        opts = dict(mode="bilinear", padding_mode="border", align_corners=True)
-        warped0 = F.grid_sample(img0, grid0.to(img0.dtype), **opts)
-        warped1 = F.grid_sample(img1, grid1.to(img1.dtype), **opts)
+        warped0 = F.grid_sample(img0, grid0.to(img0.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+        warped1 = F.grid_sample(img1, grid1.to(img1.dtype), mode="bilinear", padding_mode="border", align_corners=True)
         a = torch.sigmoid(fine[:, :1])
         frame = torch.lerp(warped1, warped0, a.to(warped0.dtype)) + fine[:, 1:]
-        lo, hi = bounds
         if torch.is_grad_enabled():
-            return frame.clamp(lo, hi)
-        return frame.clamp_(lo, hi)
+            return frame.clamp(*bounds)
+        return frame.clamp_(*bounds)
 
     def _base_grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype, stride: int = 1,
                    step: tuple[float, float] | None = None) -> torch.Tensor:

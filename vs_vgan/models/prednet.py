@@ -37,8 +37,9 @@ class FlowPredictor(FlowInterpolator):
 
     def predict_state(self, state: PairState) -> torch.Tensor:
         """The next frame after an encoded pair ``(n - 2, n - 1)``."""
-        t = torch.full((state.flows.shape[0], 1, 1, 1), self.capabilities.t, device=state.flows.device,
-                       dtype=state.flows.dtype)
+        t_new = self.capabilities.t
+        assert t_new is not None  # a predictor's capabilities carry its t
+        t = torch.full((state.flows.shape[0], 1, 1, 1), t_new, device=state.flows.device, dtype=state.flows.dtype)
         return self.synthesize(state, t)
 
     def predict(self, prev2: torch.Tensor, prev1: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

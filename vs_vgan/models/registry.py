@@ -5,12 +5,15 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from ..errors import type_error, value_error
 
+if TYPE_CHECKING:  # pragma: no cover  (contract imports torch; the registry is plain data)
+    from .contract import Capabilities
+
 __all__ = ["ModelSpec", "REGISTRY", "ARCHITECTURES", "TORCH_STATE_READERS", "DEFAULT_INTERPOLATION_MODEL",
-           "DEFAULT_PREDICTION_MODEL", "SCALES", "get_spec", "list_models", "looks_like_path"]
+           "DEFAULT_PREDICTION_MODEL", "SCALES", "TASKS", "Task", "get_spec", "list_models", "looks_like_path"]
 
 # architecture name -> "module:Class", imported lazily by the loader
 ARCHITECTURES: Mapping[str, str] = MappingProxyType({
@@ -27,12 +30,14 @@ TORCH_STATE_READERS: Mapping[str, str] = MappingProxyType({
     "rife": "vs_vgan.models.ifnet:read_rife_state",
 })
 
-TASKS = ("interpolate", "predict")
+#: What a model does: a ModelSpec's ``task``.
+Task = Literal["interpolate", "predict"]
+TASKS: tuple[Task, ...] = ("interpolate", "predict")
 # the analysis scales the nodes accept, largest first
 SCALES = (1.0, 0.5, 0.25)
 
 
-def _freeze(value: Any) -> Any:
+def _freeze(value: object) -> object:
     """Lists (as JSON gives them) become tuples, so that a spec is hashable."""
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
@@ -56,7 +61,7 @@ class ModelSpec:
     """
 
     name: str
-    task: str
+    task: Task
     arch: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     weights: str | None = None
@@ -81,7 +86,7 @@ class ModelSpec:
         object.__setattr__(self, "kwargs", MappingProxyType({k: _freeze(v) for k, v in dict(self.kwargs).items()}))
 
     @property
-    def capabilities(self) -> Any:
+    def capabilities(self) -> Capabilities:
         """What the model can do (a :class:`vs_vgan.models.contract.Capabilities`: pair
         states, planar rendering, for predictors the context frames and ``t``): its
         architecture's declaration, the one place these facts live (imports the
@@ -153,12 +158,12 @@ DEFAULT_INTERPOLATION_MODEL = "vgan-flow-v1"
 DEFAULT_PREDICTION_MODEL = "vgan-predict-v1"
 
 
-def list_models(task: str | None = None) -> list[ModelSpec]:
+def list_models(task: Task | None = None) -> list[ModelSpec]:
     """Registered models, optionally only those of one task."""
     return [s for s in REGISTRY.values() if task is None or s.task == task]
 
 
-def looks_like_path(model: str | os.PathLike) -> bool:
+def looks_like_path(model: str | os.PathLike[str]) -> bool:
     """A ``model=`` that names a file rather than a registered model: a path object, or a
     string with a directory separator or a weights suffix (``.pkl``, ``.pth``, ``.pt``)."""
     if not isinstance(model, str):
@@ -166,7 +171,7 @@ def looks_like_path(model: str | os.PathLike) -> bool:
     return os.sep in model or "/" in model or model.lower().endswith((".pkl", ".pth", ".pt"))
 
 
-def get_spec(model: object, *, task: str, func: str) -> ModelSpec:
+def get_spec(model: object, *, task: Task, func: str) -> ModelSpec:
     """A registered name, a :class:`ModelSpec` (for your own weights) or the path of a RIFE
     ``flownet.pkl`` (:func:`vs_vgan.models.rife`), checked for ``task``."""
     names = [s.name for s in list_models(task)]

@@ -28,7 +28,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from ..errors import value_error
 from ..models.registry import REGISTRY
 from .config import INIT_MODEL, TrainConfig
 from .loop import Batch, Trainer, export_weights, train
+
+if TYPE_CHECKING:  # pragma: no cover  (VapourSynth is imported where a video is decoded)
+    import vapoursynth as vs
 
 __all__ = ["DataError", "TrainingData", "VAL_RNG", "main", "parse_sets", "prepare_data"]
 
@@ -93,7 +97,7 @@ def _data_error(arg: str, accepted: str, got: object, hint: str | None = None) -
     return DataError(str(value_error("train.prepare_data", arg, accepted, got, hint)))
 
 
-def prepare_data(cfg: TrainConfig, *, source: str | Callable | None = None,
+def prepare_data(cfg: TrainConfig, *, source: str | Callable[[str], vs.VideoNode] | None = None,
                  validation: dict[str, Any] | None = None) -> TrainingData:
     """The videos under ``cfg.data_root`` (decoded once into ``cfg.cache_dir``, default
     ``data_root/.cache``), split into training and held-out clips, as a batch function and
@@ -153,7 +157,7 @@ def prepare_data(cfg: TrainConfig, *, source: str | Callable | None = None,
              sum(len(c) for c in train_clips), sum(len(c) for c in held_clips))
 
     if cfg.task == "predict":
-        def runs(chosen):
+        def runs(chosen: Sequence[np.ndarray]) -> D.VideoSequences:
             return D.VideoSequences(chosen, length=length, max_gap=cfg.max_gap)
 
         train_runs = runs(train_clips)
@@ -162,12 +166,14 @@ def prepare_data(cfg: TrainConfig, *, source: str | Callable | None = None,
             return D.make_sequence_batch(train_runs, cfg.batch, cfg.crop, rng)
 
         def make_val(rng: np.random.Generator) -> Batch:
+            assert val_runs is not None  # called only with held-out clips
             return D.make_sequence_batch(val_runs, cfg.batch, cfg.crop, rng)
 
         val_runs = runs(held_clips) if held_clips else None
     else:
         real = D.VideoTriplets(train_clips, max_span=cfg.max_span, motion_picks=cfg.motion_picks)
-        sources, probs = [real], [1.0 - cfg.p_synthetic]
+        sources: list[D.Source] = [real]
+        probs = [1.0 - cfg.p_synthetic]
         if cfg.p_synthetic > 0:
             sources.append(D.SyntheticMotion(D.still_images()))
             probs.append(cfg.p_synthetic)
@@ -178,6 +184,7 @@ def prepare_data(cfg: TrainConfig, *, source: str | Callable | None = None,
         held_real = D.VideoTriplets(held_clips, max_span=cfg.max_span) if held_clips else None
 
         def make_val(rng: np.random.Generator) -> Batch:
+            assert held_real is not None  # called only with held-out clips
             return D.make_batch([held_real], [1.0], cfg.batch, cfg.crop, rng)
 
     val_batches = tuple(make_val(np.random.default_rng([VAL_RNG, validation["seed"], i]))
@@ -244,7 +251,11 @@ def main(argv: Sequence[str] | None = None, *, task: str = "interpolate", doc: s
                         "(--set val_clips=0 trains on every clip, as it did)", a.resume, tr.step)
     else:
         tr = Trainer(TrainConfig.for_task(task, changes), a.device)
-        init = a.init or (str(weights_path(REGISTRY[INIT_MODEL[task]].weights)) if task in INIT_MODEL else None)
+        init = a.init
+        if not init and task in INIT_MODEL:
+            shipped = REGISTRY[INIT_MODEL[task]].weights
+            assert shipped is not None  # the models of INIT_MODEL ship their weights
+            init = str(weights_path(shipped))
         if init and init != "none":
             tr.init_from(init)
             log.info("generator initialised from %s", init)
@@ -265,9 +276,10 @@ def main(argv: Sequence[str] | None = None, *, task: str = "interpolate", doc: s
         logf.write(json.dumps({"step": tr.step, "validation": data.validation}) + "\n")
     deadline = time.time() + 60 * a.minutes if a.minutes else None
 
-    stopping = []
+    stopping: list[int] = []
 
-    def stop(signum, frame):  # SIGTERM, and SIGINT even where a background shell ignores it
+    # SIGTERM, and SIGINT even where a background shell ignores it
+    def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping after this step", signum)
         stopping.append(signum)
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable
 
 from ..models.registry import REGISTRY, TASKS
 
@@ -167,7 +167,8 @@ class TrainConfig:
     def __hash__(self) -> int:  # mappings inside: hash the JSON form
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
-    def __reduce__(self):  # pickle and deepcopy through the JSON form (a mappingproxy can't be pickled)
+    # pickle and deepcopy through the JSON form (a mappingproxy can't be pickled)
+    def __reduce__(self) -> tuple[Callable[[Mapping[str, Any]], TrainConfig], tuple[dict[str, Any]]]:
         return type(self).from_dict, (self.to_dict(),)
 
     def to_dict(self) -> dict[str, Any]:

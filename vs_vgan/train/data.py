@@ -37,13 +37,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import type_error, value_error
+
+if TYPE_CHECKING:  # pragma: no cover  (VapourSynth is imported where a video is decoded)
+    import vapoursynth as vs
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -70,6 +73,9 @@ VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".y4m", ".m
 
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+#: A foreground layer's shape: ``("ellipse" | "rect", a, b, rotation)`` or ``("blob", radius,
+#: amplitude, phase, amplitude, phase, amplitude, phase)`` (read by index, by kind: Any).
+Shape = tuple[Any, ...]
 
 
 # --------------------------------------------------------------------------- finding and decoding
@@ -86,7 +92,7 @@ def _is_animated_webp(path: Path) -> bool:
         return False
 
 
-def find_videos(root: str | os.PathLike) -> list[Path]:
+def find_videos(root: str | os.PathLike[str]) -> list[Path]:
     """Video files under ``root``, sorted.
 
     Files with a suffix in :data:`VIDEO_SUFFIXES` (any case) and animated ``.webp`` files
@@ -128,7 +134,7 @@ def _open_webp(path: Path, max_frames: int | None) -> tuple[int, int, int, Itera
     return count, height, width, frames()
 
 
-def resolve_source(source: str | Callable | None) -> Callable:
+def resolve_source(source: str | Callable[[str], vs.VideoNode] | None) -> Callable[[str], vs.VideoNode]:
     """A VapourSynth source filter: a callable ``source(path_str) -> VideoNode``, or a
     ``"namespace.Function"`` name of any loaded source plugin (``"ffms2.Source"``,
     ``"lsmas.LWLibavSource"``, ...); None is bestsource without index files."""
@@ -137,7 +143,11 @@ def resolve_source(source: str | Callable | None) -> Callable:
     if source is None:
         # cachemode=0: no index files written next to the video or in a user cache folder;
         # the clip is decoded once into cache_videos' own cache anyway.
-        return lambda p: vs.core.bs.VideoSource(p, cachemode=0)
+        def bestsource(p: str) -> vs.VideoNode:
+            core: Any = vs.core  # its plugin namespaces (bs) are untyped
+            return core.bs.VideoSource(p, cachemode=0)
+
+        return bestsource
     if callable(source):
         return source
     ns, _, func = str(source).partition(".")
@@ -148,11 +158,11 @@ def resolve_source(source: str | Callable | None) -> Callable:
     return getattr(plugin, func)
 
 
-def _open_vs(path: Path, max_frames: int | None, source: str | Callable | None = None
+def _open_vs(path: Path, max_frames: int | None, source: str | Callable[[str], vs.VideoNode] | None = None
              ) -> tuple[int, int, int, Iterator[np.ndarray]]:
     import vapoursynth as vs
 
-    core = vs.core
+    core: Any = vs.core  # its plugin namespaces (std, resize) are untyped
     clip = resolve_source(source)(str(path))
     fmt = clip.format
     if fmt is None or clip.width == 0:
@@ -185,7 +195,7 @@ def _open_vs(path: Path, max_frames: int | None, source: str | Callable | None =
     return count, rgb.height, rgb.width, frames()
 
 
-def _open_video(path: Path, max_frames: int | None, source: str | Callable | None = None
+def _open_video(path: Path, max_frames: int | None, source: str | Callable[[str], vs.VideoNode] | None = None
                 ) -> tuple[int, int, int, Iterator[np.ndarray]]:
     """(frame count, height, width, iterator of HWC uint8 frames); a yielded array may be reused."""
     if not path.is_file():
@@ -197,8 +207,8 @@ def _open_video(path: Path, max_frames: int | None, source: str | Callable | Non
     return _open_vs(path, max_frames, source)
 
 
-def load_video(path: str | os.PathLike, *, max_frames: int | None = None,
-               source: str | Callable | None = None) -> np.ndarray:
+def load_video(path: str | os.PathLike[str], *, max_frames: int | None = None,
+               source: str | Callable[[str], vs.VideoNode] | None = None) -> np.ndarray:
     """Decode a video into a ``(T, H, W, 3)`` uint8 RGB array (at most ``max_frames`` frames).
 
     ``.webp`` files are read with Pillow (each frame converted to RGB, alpha dropped);
@@ -232,8 +242,9 @@ def _cache_name(path: Path, max_side: int | None) -> str:
     return f"{stem}-{digest}.npy"
 
 
-def cache_videos(paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike, *,
-                 max_side: int | None = None, source: str | Callable | None = None) -> list[np.ndarray]:
+def cache_videos(paths: Sequence[str | os.PathLike[str]], cache_dir: str | os.PathLike[str], *,
+                 max_side: int | None = None,
+                 source: str | Callable[[str], vs.VideoNode] | None = None) -> list[np.ndarray]:
     """Decode each video once into ``cache_dir`` and return read-only memory-mapped arrays.
 
     Each file becomes ``cache_dir/<sanitized file name>-<hash>.npy``, the hash covering the
@@ -256,7 +267,8 @@ def cache_videos(paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLik
     return out
 
 
-def _decode_to(path: Path, target: Path, max_side: int | None, source: str | Callable | None = None) -> None:
+def _decode_to(path: Path, target: Path, max_side: int | None,
+               source: str | Callable[[str], vs.VideoNode] | None = None) -> None:
     from PIL import Image
 
     start = time.perf_counter()
@@ -283,7 +295,7 @@ def _decode_to(path: Path, target: Path, max_side: int | None, source: str | Cal
                 time.perf_counter() - start)
 
 
-def file_key(path: str | os.PathLike) -> str:
+def file_key(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file's bytes: the name :func:`split_clips` knows a clip by, the same
     for copies of one file under other names or folders."""
     digest = hashlib.sha256()
@@ -509,6 +521,7 @@ class VideoTriplets:
                 logger.warning("%s: %d windows in a row rejected (static or scene cut); "
                                "using the best of them. Check the clips.", type(self).__name__, self.max_tries)
             self.stats["fallback"] += 1
+            assert best is not None  # max_tries >= 1
             chosen = (*best[2], best[1])
         self.stats["samples"] += 1
         return chosen
@@ -645,7 +658,7 @@ class Layer:
     turn: float = 0.0
     log_scale: float = 0.0
     log_zoom: float = 0.0
-    shape: tuple | None = None
+    shape: Shape | None = None
     edge: float = 1.0
 
     def at(self, t: float) -> tuple[float, float, float, float, float]:
@@ -655,7 +668,7 @@ class Layer:
                 _shape_extent(self.shape))
 
 
-def _shape_extent(shape: tuple | None) -> float:
+def _shape_extent(shape: Shape | None) -> float:
     if shape is None:
         return math.inf
     kind = shape[0]
@@ -760,7 +773,8 @@ class SyntheticMotion:
         return Scene(crop=crop, t=t, layers=tuple(layers), contrast=contrast,
                      brightness=brightness, noise=noise)
 
-    def _motion(self, rng: np.random.Generator, distance: float, degrees: float, zoom: float):
+    def _motion(self, rng: np.random.Generator, distance: float, degrees: float,
+                zoom: float) -> tuple[tuple[float, float], float, float]:
         r, phi = rng.uniform(0.0, distance), rng.uniform(0.0, 2 * math.pi)
         shift = (r * math.cos(phi), r * math.sin(phi))
         turn = math.radians(rng.uniform(-degrees, degrees))
@@ -805,7 +819,7 @@ class SyntheticMotion:
         if kind == "blob":
             amps = rng.uniform(-0.12, 0.12, 3) / np.array([1.0, 1.5, 2.0])
             phases = rng.uniform(0.0, 2 * math.pi, 3)
-            shape = ("blob", radius, float(amps[0]), float(phases[0]), float(amps[1]),
+            shape: Shape = ("blob", radius, float(amps[0]), float(phases[0]), float(amps[1]),
                      float(phases[1]), float(amps[2]), float(phases[2]))
         else:
             aspect = rng.uniform(0.5, 1.0)
@@ -955,7 +969,7 @@ def _layer_window(layer: Layer, times: Sequence[float], crop: int) -> tuple[int,
     return y0, y1, x0, x1
 
 
-def _signed_distance(shape: tuple, ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
+def _signed_distance(shape: Shape, ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
     """Approximate signed distance (source px, negative inside) to a shape centred at 0."""
     kind = shape[0]
     if kind == "blob":

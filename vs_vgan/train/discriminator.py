@@ -13,7 +13,7 @@ _PAD = 2  # pix2pixHD's ceil((4 - 1) / 2): every 4x4 conv maps a size s >= 1 to 
 _HEAD_KERNEL = 3
 
 
-def _sn_conv(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.Conv2d:
+def _sn_conv(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.Module:
     return spectral_norm(nn.Conv2d(cin, cout, kernel, stride, padding))
 
 

@@ -25,13 +25,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.flownet import FlowInterpolator, warp
+from ..models.flownet import FlowInterpolator, PairState, warp
 from ..models.prednet import FlowPredictor
 from . import losses as L
 from .config import TrainConfig
@@ -80,6 +80,7 @@ class Trainer:
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         arch = FlowPredictor if cfg.task == "predict" else FlowInterpolator
+        assert cfg.model is not None  # filled in by TrainConfig
         self.net = arch(**cfg.model).to(self.device)
         if cfg.crop % self.net.modulo:
             raise ValueError(f"TrainConfig: crop must be a multiple of the generator's modulo {self.net.modulo}; got {cfg.crop}")
@@ -99,9 +100,9 @@ class Trainer:
             self.teacher = RifeTeacher(cfg.teacher, device=self.device)
         #: which clips validation holds out (vs_vgan.train.command), saved in checkpoints;
         #: None before it is chosen and in checkpoints older than held-out validation
-        self.validation: dict | None = None
+        self.validation: dict[str, Any] | None = None
 
-    def init_from(self, weights: str | os.PathLike) -> None:
+    def init_from(self, weights: str | os.PathLike[str]) -> None:
         """Start the generator (and its EMA) from a safetensors file of the same
         architecture family, e.g. the interpolation model for a predictor."""
         from safetensors.torch import load_file
@@ -111,7 +112,7 @@ class Trainer:
         self.ema.load_state_dict(params)
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {
             "params": self.net.state_dict(),
             "params_ema": self.ema.state_dict(),
@@ -123,7 +124,7 @@ class Trainer:
             **({"validation": self.validation} if self.validation is not None else {}),
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -132,8 +133,8 @@ class Trainer:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
-             override: dict | None = None) -> "Trainer":
+    def load(cls, path: str | os.PathLike[str], device: torch.device | str = "cpu",
+             override: dict[str, Any] | None = None) -> "Trainer":
         """Resume from a checkpoint; ``override`` changes settings that do not alter the
         networks' shapes (steps, learning rates, data paths, ...), nor, once the checkpoint
         records its held-out clips, which clips validation holds out."""
@@ -160,27 +161,27 @@ class Trainer:
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         for e, p in zip(self.ema.parameters(), self.net.parameters()):
             e.lerp_(p.detach(), 1.0 - decay)
-        for e, b in zip(self.ema.buffers(), self.net.buffers()):
-            e.copy_(b)
+        for eb, b in zip(self.ema.buffers(), self.net.buffers()):
+            eb.copy_(b)
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _adv_g(cfg: TrainConfig, real_logits, fake_logits) -> torch.Tensor:
+def _adv_g(cfg: TrainConfig, real_logits: L.Logits, fake_logits: L.Logits) -> torch.Tensor:
     if cfg.adv_loss == "hinge":
         return L.hinge_g(fake_logits)
     return L.rahinge_g(real_logits, fake_logits)
 
 
-def _adv_d(cfg: TrainConfig, real_logits, fake_logits) -> torch.Tensor:
+def _adv_d(cfg: TrainConfig, real_logits: L.Logits, fake_logits: L.Logits) -> torch.Tensor:
     if cfg.adv_loss == "hinge":
         return L.hinge_d(real_logits, fake_logits)
     return L.rahinge_d(real_logits, fake_logits)
 
 
-def generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[torch.Tensor, tuple]:
+def generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[torch.Tensor, PairState]:
     """The generator's output for a batch and its pair state: the frame at ``t`` between
     img0 and img1 (flows analysed at ``scale``), or (a :class:`FlowPredictor`) the frame
     after img0, img1."""
@@ -188,7 +189,8 @@ def generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[t
     return pred, state
 
 
-def _generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[torch.Tensor, tuple, torch.Tensor | None]:
+def _generate(net: FlowInterpolator, batch: Batch,
+              scale: float = 1.0) -> tuple[torch.Tensor, PairState, torch.Tensor | None]:
     """:func:`generate`, and for an interpolator also its flows from ``t`` to both ends
     (``fields``' first four channels, level-0 pixels of the analysed, padded frame)."""
     if isinstance(net, FlowPredictor):
@@ -196,6 +198,7 @@ def _generate(net: FlowInterpolator, batch: Batch, scale: float = 1.0) -> tuple[
         return net.predict_state(state), state, None
     state = net.encode(batch["img0"], batch["img1"], scale)
     flows_t, fine = net.fields(state, batch["t"])
+    assert state.img0 is not None and state.img1 is not None  # encode keeps the frames
     pred = net.render(flows_t, fine, batch["t"], state.scale, state.img0, state.img1)
     return pred, state, flows_t[:, :4]
 
@@ -335,7 +338,7 @@ def validate(net: FlowInterpolator, batches: Iterable[Batch], device: torch.devi
     return row
 
 
-def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_dir: str | os.PathLike, *,
+def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_dir: str | os.PathLike[str], *,
           until: int | None = None, val_batches: list[Batch] | None = None,
           deadline: float | None = None, stop: Callable[[], bool] | None = None) -> Trainer:
     """Run ``tr`` from its step to ``until`` (default: cfg.steps), or until the wall-clock
@@ -396,7 +399,7 @@ def train(tr: Trainer, make_batch: Callable[[np.random.Generator], Batch], out_d
     return tr
 
 
-def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf) -> None:
+def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf: TextIO) -> None:
     """Save ``out/last.pt``, then evaluate the EMA generator on ``val_batches`` and log both."""
     tr.save(out / "last.pt")
     row = {"step": tr.step, "checkpoint": str(out / "last.pt")}
@@ -407,7 +410,8 @@ def _checkpoint(tr: Trainer, out: Path, val_batches: list[Batch] | None, logf) -
     logf.flush()
 
 
-def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, *, ema: bool = True) -> tuple[Path, str, dict]:
+def export_weights(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                   ema: bool = True) -> tuple[Path, str, dict[str, Any]]:
     """Write the (EMA) generator of ``checkpoint`` to ``dest`` as safetensors; returns
     (path, sha256, the generator's kwargs)."""
     from safetensors.torch import save_file

@@ -201,6 +201,7 @@ def ms_ssim(pred: torch.Tensor, target: torch.Tensor, scales: int | None = None,
         if i < scales - 1:
             x = F.avg_pool2d(x, 2, ceil_mode=True)
             y = F.avg_pool2d(y, 2, ceil_mode=True)
+    assert value is not None  # scales >= 1
     return value.mean()
 
 
@@ -263,7 +264,7 @@ def rahinge_g(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
                      for r, f in _pairs("losses.rahinge_g", real_logits, fake_logits)])
 
 
-def _flatten(func: str, arg: str, feats: Sequence) -> list[torch.Tensor]:
+def _flatten(func: str, arg: str, feats: object) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
     if isinstance(feats, torch.Tensor) or not isinstance(feats, (list, tuple)):
         raise type_error(func, arg, "a list of tensors or a list of lists of tensors", feats)
@@ -277,7 +278,8 @@ def _flatten(func: str, arg: str, feats: Sequence) -> list[torch.Tensor]:
     return out
 
 
-def feature_matching(real_feats: Sequence, fake_feats: Sequence) -> torch.Tensor:
+def feature_matching(real_feats: Sequence[torch.Tensor | Sequence[torch.Tensor]],
+                     fake_feats: Sequence[torch.Tensor | Sequence[torch.Tensor]]) -> torch.Tensor:
     """Mean over all (scale, layer) pairs of the L1 distance between the discriminator's
     features of the fake and of the real sample; the real features are detached. Accepts a
     list per scale of lists per layer (as :class:`TemporalDiscriminator` returns) or a flat

@@ -14,12 +14,15 @@ model card says how it was used.  Imports without VapourSynth.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 
 from ..models import ModelSpec, load_model, rife
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models.ifnet import RifeNet
 
 __all__ = ["RifeTeacher", "TeacherOutput"]
 
@@ -40,13 +43,13 @@ class RifeTeacher:
     """RIFE weights (a ``flownet.pkl`` path, or its :func:`vs_vgan.models.rife` spec) frozen
     on ``device`` in ``dtype``; ``scale`` is RIFE's (1.0, 0.5 or 0.25)."""
 
-    def __init__(self, weights: str | os.PathLike | object, *, device: str | torch.device = "cpu",
+    def __init__(self, weights: str | os.PathLike[str] | ModelSpec, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, scale: float = 1.0) -> None:
-        self.spec = weights if isinstance(weights, ModelSpec) else rife(weights, func="train")  # type: ignore[arg-type]
+        self.spec = weights if isinstance(weights, ModelSpec) else rife(weights, func="train")
         if self.spec.arch != "rife":
             raise ValueError(f"vs_vgan.train: the teacher must be RIFE weights; got model {self.spec.name!r} "
                              f"(arch {self.spec.arch!r})")
-        self.net = load_model(self.spec, torch.device(device), dtype, func="train")
+        self.net = cast("RifeNet", load_model(self.spec, torch.device(device), dtype, func="train"))  # arch "rife"
         self.scale = float(scale)
         self.modulo = int(self.net.modulo_for(self.scale))
         self.device, self.dtype = torch.device(device), dtype
