@@ -33,7 +33,8 @@ height) and conversion (``--conversions``: ``2x``, 23.976 to 47.952, and ``24-60
   with their default models.
 
 The source of each size is made once with ffmpeg (raw y4m, yuv420p, 24000/1001
-frames/s, under ``--work``) from the clip's first ``--frames`` frames; every method
+frames/s, under ``--work``; this ffmpeg, minterpolate's too, is ``vs_vgan.ffmpeg.find_ffmpeg()``'s:
+``VS_VGAN_FFMPEG``, PATH, else imageio-ffmpeg's) from the clip's first ``--frames`` frames; every method
 reads that file, and it is looped to ``--frames`` source frames where the clip is
 shorter.  Output: a table on stdout, JSON with the machine, versions, device, precision
 and thread counts to ``--json``, progress on stderr.
@@ -296,12 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
-    vspipe, ffmpeg = find_vspipe(), shutil.which("ffmpeg")
+    from vs_vgan import devices
+    from vs_vgan.ffmpeg import find_ffmpeg
+
+    vspipe = find_vspipe()
     if not vspipe:
         raise SystemExit("bench: vspipe not found (pip install vapoursynth)")
-    if not ffmpeg:
-        raise SystemExit("bench: ffmpeg not found (apt-get install ffmpeg)")
-    from vs_vgan import devices
+    try:
+        found = find_ffmpeg()  # VS_VGAN_FFMPEG, PATH, else imageio-ffmpeg's: no system ffmpeg needed
+    except ValueError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    if found is None:
+        raise SystemExit("bench: no ffmpeg found (none on PATH, and no imageio-ffmpeg: pip install imageio-ffmpeg)")
+    ffmpeg = found.path
 
     dev = devices.resolve_device(a.device, func="bench")
     frames = a.frames or (960 if dev.type == "cuda" else 48)

@@ -15,9 +15,11 @@ Put CLIP first when both are given (``--middlebury`` takes an optional folder).
 The methods are eval_interp.py's: ``--methods`` (default ``blend,mvflow,minterp``: linear
 blend, MVTools FlowFPS, ffmpeg minterpolate; ``dup`` too), each ``--vgan NAME=JSON``
 setting of vs_vgan.interpolate (default ``vgan={}``; ``--weights FILE`` makes a candidate
-safetensors file their model), and RIFE with ``--rife PATH/flownet.pkl``.  MVTools without
-the plugin and minterpolate without ffmpeg are left out with a message; minterpolate and
-``dup`` are not part of the triplet bench, so they are left out on Middlebury.
+safetensors file their model), and RIFE with ``--rife PATH/flownet.pkl``.  minterpolate runs
+``vs_vgan.ffmpeg.find_ffmpeg()``'s ffmpeg (imageio-ffmpeg's where PATH has none:
+eval_interp.bench_ffmpeg_on_path).  MVTools without the plugin and minterpolate without any
+ffmpeg are left out with a message; minterpolate and ``dup`` are not part of the triplet
+bench, so they are left out on Middlebury.
 
 Choosing what to show: for each candidate frame, every method's 8-bit RGB output; their
 *spread* is the per-sample variance across the methods' outputs (ground truth not
@@ -41,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -55,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_interp import candidate_spec, load_bench  # noqa: E402
+from eval_interp import bench_ffmpeg_on_path, candidate_spec, load_bench  # noqa: E402
 
 PEERS = ("dup", "blend", "mvflow", "minterp")
 LABELS = {"gt": "ground truth", "dup": "repeat", "blend": "blend", "mvflow": "MVTools", "minterp": "minterpolate"}
@@ -132,8 +133,15 @@ def available(method: Method, on_triplets: bool) -> str | None:
         return "not part of the triplet bench (held-out clip only)"
     if method.name == "mvflow" and not hasattr(vs.core, "mv"):
         return "needs the MVTools plugin (vapoursynth-mvtools), which is not loaded"
-    if method.name == "minterp" and shutil.which("ffmpeg") is None:
-        return "needs ffmpeg on PATH (apt-get install ffmpeg)"
+    if method.name == "minterp":
+        from vs_vgan.ffmpeg import find_ffmpeg
+
+        try:
+            found = find_ffmpeg()
+        except ValueError as exc:  # VS_VGAN_FFMPEG naming no program
+            return str(exc)
+        if found is None:
+            return "needs ffmpeg (none on PATH, and no imageio-ffmpeg: pip install imageio-ffmpeg)"
     return None
 
 
@@ -182,7 +190,8 @@ def clip_candidates(hb, clip_path: str, methods: list[Method], gap: int, max_fra
     for m in usable(methods, False, skipped):
         t0 = time.perf_counter()
         try:
-            out = hb.m_vgan(even, m.kw, gap) if m.kw is not None else getattr(hb, "m_" + m.name)(even, gap)
+            with bench_ffmpeg_on_path() if m.kw is None and m.name == "minterp" else contextlib.nullcontext():
+                out = hb.m_vgan(even, m.kw, gap) if m.kw is not None else getattr(hb, "m_" + m.name)(even, gap)
         except Exception as e:
             if m.kw is not None:  # the user's setting: say what is wrong with it
                 raise SystemExit(f"compare: {m.name}: {type(e).__name__}: {e}") from e

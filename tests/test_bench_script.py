@@ -3,7 +3,6 @@ and sane (the benchmark's own numbers are quoted in the README, not asserted her
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +10,17 @@ from pathlib import Path
 import pytest
 import vapoursynth as vs
 
+from conftest import ffmpeg_exe
+
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [
-    pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg (apt-get install ffmpeg)"),
-    pytest.mark.skipif(not hasattr(vs.core, "mv") or not hasattr(vs.core, "bs"),
-                       reason="needs the MVTools and bestsource plugins"),
-]
+pytestmark = pytest.mark.skipif(not hasattr(vs.core, "mv") or not hasattr(vs.core, "bs"),
+                                reason="needs the MVTools and bestsource plugins")
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bench") / "clip.mkv"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc2=size=160x90:rate=24:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
                     "-pix_fmt", "yuv420p", str(path)], check=True)
     return path

@@ -1,8 +1,8 @@
-"""The vs-vgan command, end to end on short generated clips with an audio track."""
+"""The vs-vgan command, end to end on short generated clips with an audio track.  ffmpeg is
+find_ffmpeg()'s (conftest.ffmpeg_exe: imageio-ffmpeg's where the system has none); no ffprobe."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ffmpeg_exe, frame_rate, packets
 from vs_vgan import cli
-
-pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg (apt-get install ffmpeg)")
 
 
 def make_clip(path: Path, seconds: float = 1.0, size: str = "96x64", rate: int = 24) -> Path:
     """A test pattern with a sine tone as PCM (exact length, unlike AAC's padded frames), in MKV."""
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                     "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
                     "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(path)],
@@ -28,21 +27,14 @@ def make_clip(path: Path, seconds: float = 1.0, size: str = "96x64", rate: int =
 
 
 def probe(path: Path) -> dict:
-    """Frame count and rate of the video, and each stream's end time from its packets."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
-                          "packet=stream_index,pts_time,duration_time:stream=index,codec_type,r_frame_rate",
-                          "-of", "json", str(path)], check=True, capture_output=True, text=True).stdout
-    data = json.loads(out)
-    kinds = {s["index"]: s for s in data["streams"]}
+    """Frame count and rate of the video, and each stream's end time from its packets
+    (conftest.packets and frame_rate: ffmpeg, no ffprobe)."""
     ends: dict[str, float] = {}
     frames = 0
-    for p in data["packets"]:
-        kind = kinds[p["stream_index"]]["codec_type"]
-        end = float(p["pts_time"]) + float(p.get("duration_time") or 0)
-        ends[kind] = max(ends.get(kind, 0.0), end)
+    for kind, pts, duration in packets(path):
+        ends[kind] = max(ends.get(kind, 0.0), float(pts + duration))
         frames += kind == "video"
-    video = next(s for s in data["streams"] if s["codec_type"] == "video")
-    return dict(frames=frames, fps=Fraction(video["r_frame_rate"]), ends=ends)
+    return dict(frames=frames, fps=frame_rate(path), ends=ends)
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -139,10 +131,7 @@ def test_extend_at_the_start_delays_the_audio_and_repair_keeps_the_length(tmp_pa
     out = tmp_path / "longer.mkv"
     r = run("extend", str(src), "-o", str(out), "--frames", "6", "--side", "start", "--quiet")
     assert r.returncode == 0, r.stderr
-    data = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "packet=stream_index,pts_time",
-                                      "-select_streams", "a", "-of", "json", str(out)],
-                                     check=True, capture_output=True, text=True).stdout)
-    first_audio = min(float(p["pts_time"]) for p in data["packets"])
+    first_audio = min(float(pts) for kind, pts, _ in packets(out) if kind == "audio")
     assert abs(first_audio - 6 / 24) <= 1 / 24  # the six new frames come before the old first one
     info = probe(out)
     assert info["frames"] == 30 and info["fps"] == 24

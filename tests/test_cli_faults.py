@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ffmpeg_exe
 from test_cli import make_clip, probe, run
 from vs_vgan import cli
-
-pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg (apt-get install ffmpeg)")
+from vs_vgan.ffmpeg import FFMPEG_ENV
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -47,19 +47,22 @@ def tmpfs():
 
 
 def size_limited_ffmpeg(folder: Path, kib: int) -> dict[str, str]:
-    """An environment whose ``ffmpeg`` may write files of at most ``kib`` KiB and then gets
-    EFBIG (SIGXFSZ ignored), as on a full disk: ffmpeg 5.1 then still exits 0.  A wrapper,
-    not a preexec_fn on the CLI's process: subprocess resets SIGXFSZ to its default in the
-    ffmpeg the CLI starts, which the signal then kills (an exit the CLI already reports)."""
+    """An environment whose ffmpeg (``VS_VGAN_FFMPEG``: a wrapper around conftest.ffmpeg_exe's)
+    may write files of at most ``kib`` KiB and then gets EFBIG (SIGXFSZ ignored), as on a full
+    disk: ffmpeg 5.1 then still exits 0, ffmpeg 9 (imageio-ffmpeg's) exits non-zero; the
+    command says the same either way.  A wrapper, not a preexec_fn on the CLI's process:
+    subprocess resets SIGXFSZ to its default in the ffmpeg the CLI starts, which the signal
+    then kills (an exit the CLI already reports)."""
     folder.mkdir()
     wrapper = folder / "ffmpeg"
+    real = ffmpeg_exe()
     wrapper.write_text(f"#!{sys.executable}\n"
                        "import os, resource, signal, sys\n"
                        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({kib * 1024}, {kib * 1024}))\n"
-                       f"os.execv({shutil.which('ffmpeg')!r}, [{shutil.which('ffmpeg')!r}, *sys.argv[1:]])\n")
+                       f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n")
     wrapper.chmod(0o755)
-    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+    return {**os.environ, FFMPEG_ENV: str(wrapper)}
 
 
 # ---------------------------------------------------------------------- 1. full disk
@@ -177,14 +180,14 @@ def truncated(path: Path, name: str) -> Path:
 def as_mp4(src: Path) -> Path:
     """``src`` remuxed into MP4 with its index (moov) at the start, as streaming sites serve it."""
     out = src.with_suffix(".mp4")
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "copy",
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "copy",
                     "-c:a", "aac", "-movflags", "+faststart", str(out)], check=True)
     return out
 
 
 def longer_audio(path: Path) -> Path:
     """24 frames (1 s) of video with 2 s of audio: the container's duration is the audio's."""
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                     "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=1",
                     "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],

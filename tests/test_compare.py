@@ -165,8 +165,8 @@ def test_a_missing_plugin_leaves_its_method_out_with_a_message(tmp_path, monkeyp
 
 
 @pytest.mark.skipif(not hasattr(vs.core, "mv"), reason="needs the MVTools plugin")
-@pytest.mark.skipif(not compare.shutil.which("ffmpeg"), reason="needs ffmpeg")
 def test_the_default_peers_run_and_minterpolate_leaves_no_temporary_files(tmp_path, monkeypatch):
+    """minterpolate through find_ffmpeg()'s ffmpeg (imageio-ffmpeg's where PATH has none)."""
     import tempfile
 
     clip = tmp_path / "square.y4m"

@@ -1,11 +1,11 @@
 """Training data: finding and decoding videos, the cache, triplet sampling, synthetic motion, batches.
 
 Everything runs on tiny generated files (an animated WebP written with Pillow, and an MP4
-made with ffmpeg's testsrc where ffmpeg is installed); nothing reads the fetched data set.
+made with ffmpeg's testsrc: find_ffmpeg()'s ffmpeg, imageio-ffmpeg's where the system has
+none); nothing reads the fetched data set.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import moving_frames, write_webp
+from conftest import ffmpeg_exe, moving_frames, write_webp
 from vs_vgan.train import data
 from vs_vgan.train.data import Layer, Scene, SyntheticMotion, VideoTriplets
 
@@ -42,13 +42,10 @@ def video_dir(tmp_path: Path) -> Path:
 
 
 def make_mp4(path: Path, frames: int = 6) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
                     "-frames:v", str(frames), "-c:v", "mpeg4", "-q:v", "2", "-pix_fmt", "yuv420p",
                     str(path)], check=True)
     return path
-
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 
 
 def ramp_clip(length: int = 10, height: int = 40, width: int = 48) -> np.ndarray:
@@ -83,12 +80,10 @@ def test_training_library_imports_without_vapoursynth():
 
 
 def test_find_videos_lists_animated_webp_and_videos_only(video_dir: Path):
-    if shutil.which("ffmpeg"):
-        make_mp4(video_dir / "sub" / "clip.mp4")
+    make_mp4(video_dir / "sub" / "clip.mp4")
     found = data.find_videos(video_dir)
     names = [p.relative_to(video_dir).as_posix() for p in found]
-    expected = ["anim.webp", "sub/b.webp"] + (["sub/clip.mp4"] if shutil.which("ffmpeg") else [])
-    assert names == sorted(expected)
+    assert names == ["anim.webp", "sub/b.webp", "sub/clip.mp4"]
     assert found == sorted(found)
 
 
@@ -111,7 +106,6 @@ def test_load_video_bad_arguments(video_dir: Path):
         data.load_video(video_dir / "missing.mp4")
 
 
-@needs_ffmpeg
 def test_load_video_mp4_through_vapoursynth(tmp_path: Path):
     path = make_mp4(tmp_path / "clip.mp4", frames=6)
     clip = data.load_video(path)
@@ -120,7 +114,7 @@ def test_load_video_mp4_through_vapoursynth(tmp_path: Path):
     # ffmpeg's own RGB decode (601 for an unspecified matrix, limited range) agrees away from
     # testsrc's sharp colour edges, where the chroma upsamplers differ; 709 would be far off
     # on the colour bars (75th percentile 21 instead of 5)
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                          check=True, capture_output=True).stdout
     diff = np.abs(clip.astype(int) - np.frombuffer(raw, np.uint8).reshape(6, 48, 64, 3))
     assert np.median(diff) <= 2 and np.percentile(diff, 75) <= 10
@@ -432,8 +426,6 @@ def test_make_batch_errors():
 def test_any_vapoursynth_source_plugin_can_read_the_videos(tmp_path: Path):
     import vapoursynth as vs
 
-    if not shutil.which("ffmpeg"):
-        pytest.skip("ffmpeg makes the test video")
     path = make_mp4(tmp_path / "clip.mp4")
     calls = []
 

@@ -407,6 +407,10 @@ FATAL_FFMPEG = re.compile(
     r"|av_interleaved_write_frame\(\)|Could not write header|Conversion failed"
     r"|No space left on device|File too large|Disk quota exceeded|Input/output error|Read-only file system")
 
+# OUTPUT's file system refusing ffmpeg's writes: ffmpeg 5.1 exits 0 on these, ffmpeg 6 and later
+# (imageio-ffmpeg's 9) exit non-zero; either way the command says how many frames were written.
+WRITE_REFUSED = re.compile(r"No space left on device|File too large|Disk quota exceeded")
+
 # --ffmpeg-args options after which OUTPUT may rightly hold another number of frames.
 FRAME_COUNT_OPTIONS = {"-r", "-vf", "-filter", "-filter_complex", "-lavfi", "-filter_script", "-t", "-to", "-ss",
                        "-sseof", "-frames", "-vframes", "-fps_mode", "-vsync", "-fs", "-shortest"}
@@ -430,7 +434,7 @@ def count_video_frames(path: Path, ffmpeg: str) -> tuple[int, str]:
 
 
 def check_written(tmp: Path, output: Path, ffmpeg: str, stderr: str, expected: int | None) -> None:
-    """Raise CliError unless ffmpeg, exited 0 with ``stderr``, wrote ``expected`` video
+    """Raise CliError unless ffmpeg, its error output ``stderr``, wrote ``expected`` video
     frames (None: any number) into ``tmp`` without a fatal error; show the other messages
     as one warning line."""
     fatal = ffmpeg_fatal_lines(stderr)
@@ -508,10 +512,10 @@ def encode(clip: vs.VideoNode, source_path: str, output: Path, *, codec: str, cr
                 except BrokenPipeError:
                     pass
             err = proc.stderr.read().decode(errors="replace").strip()
-            if proc.wait() != 0:
+            counted = not any(arg.split(":")[0] in FRAME_COUNT_OPTIONS for arg in extra)
+            if proc.wait() != 0 and not WRITE_REFUSED.search(err):
                 raise CliError(f"vs-vgan: ffmpeg failed ({proc.returncode}): "
                                f"{err.splitlines()[-1] if err else 'no message'}\n  command: {shlex.join(cmd)}")
-            counted = not any(arg.split(":")[0] in FRAME_COUNT_OPTIONS for arg in extra)
             check_written(tmp, output, ffmpeg, err, clip.num_frames if counted else None)
         except BaseException:
             if proc.poll() is None:
