@@ -32,6 +32,17 @@ height) and conversion (``--conversions``: ``2x``, 23.976 to 47.952, and ``24-60
   setting is interpolate's; the prediction nodes take its device, precision and scale
   with their default models.
 
+* ``--cluster ADDRESS``: instead, one machine against a Ray cluster (``local``: one Ray
+  started on this machine, ``auto`` or an address; ``vs-vgan ... --cluster``): the wall
+  time of ``vs-vgan upconvert --factor 2`` (FFV1, the first ``--vgan`` setting's model,
+  scale, device and precision) of each size run as one process, then with ``--cluster``,
+  ``--workers`` (2) chunks at once of ``--chunk-frames`` (an eighth of the output); whether
+  the two outputs' frames are identical (``-f framemd5``); each chunk's overhead (its wall
+  time from submission to result, less the time its frames took) and set-up time in the
+  task; the seconds per output frame in a worker; and the job's fixed costs (connecting
+  to Ray, the storage check, planning, joining).  The command lines are timed whole,
+  process start, INPUT's indexing and Ray's start included, as a user waits for them.
+
 The source of each size is made once with ffmpeg (raw y4m, yuv420p, 24000/1001
 frames/s, under ``--work``; this ffmpeg, minterpolate's too, is ``vs_vgan.ffmpeg.find_ffmpeg()``'s:
 ``VS_VGAN_FFMPEG``, PATH, else imageio-ffmpeg's) from the clip's first ``--frames`` frames; every method
@@ -195,6 +206,85 @@ def _frame_count(src: Path) -> int:
     return _COUNTS[src]
 
 
+# ---------------------------------------------------------------------- one machine against a cluster
+def upconvert_run(src: Path, out: Path, kw: dict, cluster: str | None = None, workers: int = 2,
+                  chunk_frames: int = 0, report: Path | None = None) -> float:
+    """Wall seconds of ``vs-vgan upconvert SRC -o OUT --factor 2`` into FFV1 with ``kw``'s model,
+    scale, device and precision, on this machine or (``cluster``) across a Ray cluster."""
+    cmd = [sys.executable, "-m", "vs_vgan", "upconvert", str(src), "-o", str(out), "--factor", "2", "--codec", "ffv1",
+           "--quiet", "--overwrite"]
+    for key in ("model", "scale", "device", "precision"):
+        if key in kw and kw[key] is not None:
+            cmd += [f"--{key}", str(kw[key])]
+    if cluster:
+        cmd += ["--cluster", cluster, "--workers", str(workers), "--chunk-frames", str(chunk_frames),
+                "--report", str(report)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return wall
+
+
+def _framemd5(path: Path, ffmpeg: str) -> str:
+    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+                         capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith("#software"))
+
+
+def cluster_bench(src: Path, size: tuple[int, int], kw: dict, cluster: str, workers: int, chunk_frames: int | None,
+                  work: Path, ffmpeg: str) -> dict:
+    """One machine against the cluster on ``src`` (see the module's docstring)."""
+    one, spread, rep = work / "one.mkv", work / "cluster.mkv", work / "cluster.json"
+    out_frames = 2 * _frame_count(src)
+    chunk = chunk_frames or max(8, out_frames // 8)
+    t_one = upconvert_run(src, one, kw)
+    t_cluster = upconvert_run(src, spread, kw, cluster, workers, chunk, rep)
+    job = json.loads(rep.read_text())
+    chunks = job["chunks"]
+    overhead = sorted(c["wall_s"] - c["render_s"] for c in chunks)
+    # a worker's first chunk also pays its process start and imports (torch, VapourSynth)
+    firsts = {min(c["index"] for c in chunks if c["pid"] == pid) for pid in {c["pid"] for c in chunks}}
+    cold = [c["wall_s"] - c["render_s"] for c in chunks if c["index"] in firsts]
+    warm = [c["wall_s"] - c["render_s"] for c in chunks if c["index"] not in firsts]
+    per_frame = sum(c["render_s"] for c in chunks) / max(1, sum(c["end"] - c["start"] for c in chunks))
+    row = dict(size=f"{size[0]}x{size[1]}", height=size[1], output_frames=out_frames, method=kw.get("name", ""),
+               kwargs={k: v for k, v in kw.items() if k != "name"}, cluster=cluster, workers=job["workers"],
+               hosts=job["hosts"], chunk_frames=chunk, chunks=len(chunks),
+               one_machine_s=round(t_one, 2), cluster_s=round(t_cluster, 2), speedup=round(t_one / t_cluster, 3),
+               one_machine_fps=round(out_frames / t_one, 2), cluster_fps=round(out_frames / t_cluster, 2),
+               identical=_framemd5(one, ffmpeg) == _framemd5(spread, ffmpeg),
+               chunk_overhead_s=dict(mean=round(sum(overhead) / len(overhead), 3),
+                                     median=round(overhead[len(overhead) // 2], 3), max=round(overhead[-1], 3),
+                                     first_on_a_worker=round(sum(cold) / len(cold), 3),
+                                     later=round(sum(warm) / len(warm), 3) if warm else None),
+               chunk_setup_s=dict(mean=round(sum(c["setup_s"] for c in chunks) / len(chunks), 3),
+                                  max=round(max(c["setup_s"] for c in chunks), 3)),
+               worker_s_per_frame=round(per_frame, 5),
+               job_s={k: round(job[k], 3) for k in ("connect_s", "plan_s", "preflight_s", "render_s", "join_s",
+                                                    "wall_s")},
+               outside_job_s=round(t_cluster - job["wall_s"], 3))
+    for path in (one, spread, rep):
+        path.unlink(missing_ok=True)
+    return row
+
+
+def cluster_table(rows: list[dict]) -> str:
+    out = ["| size | output frames | one machine s | cluster s (workers) | speed-up | identical | chunks | "
+           "overhead s/chunk: first on a worker, later | worker s/frame | Ray connect s | join s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        o, j = r["chunk_overhead_s"], r["job_s"]
+        later = f"{o['later']:.2f}" if o["later"] is not None else "-"
+        out.append(f"| {r['size']} | {r['output_frames']} | {r['one_machine_s']:.1f} | {r['cluster_s']:.1f} "
+                   f"({r['workers']}) | {r['speedup']:.2f}x | {r['identical']} | {r['chunks']} | "
+                   f"{o['first_on_a_worker']:.2f}, {later} | {r['worker_s_per_frame']:.4f} | "
+                   f"{j['connect_s']:.1f} | {j['join_s']:.2f} |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------- model only
 def model_only(size: tuple[int, int], device: str, precision: str, iters: int) -> dict:
     """Per-stage milliseconds of the default model on random RGB tensors of ``size``."""
@@ -293,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-size", default="320x180", help="WxH of the soak run")
     ap.add_argument("--soak-nodes", default=",".join(SOAK_NODES),
                     help=f"the nodes of the soak run, comma separated (of {', '.join(SOAK_NODES)})")
+    ap.add_argument("--cluster", metavar="ADDRESS", help="instead: one machine against a Ray cluster (local, auto "
+                    "or an address): vs-vgan upconvert --factor 2 of each size, with and without --cluster")
+    ap.add_argument("--workers", type=int, default=2, help="--cluster: chunks rendered at once (default 2)")
+    ap.add_argument("--chunk-frames", type=int, default=None,
+                    help="--cluster: output frames per chunk (default: an eighth of the output, at least 8)")
     ap.add_argument("--work", default=None, help="folder for the prepared sources (default: a temporary one)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
@@ -328,7 +423,22 @@ def main(argv: list[str] | None = None) -> int:
         f"core.num_threads {meta['core_threads']}, torch {meta['torch']}, VapourSynth {meta['vapoursynth']}")
     report: dict = {"meta": meta}
 
-    if a.soak:
+    if a.cluster:
+        rows = []
+        name, kw = settings[0]
+        for height in [int(s) for s in a.sizes.split(",") if s]:
+            size = (SIZES.get(height) or 2 * round(height * 8 / 9), height)  # 16:9
+            log(f"{height}p: preparing the source")
+            src = make_source(a.clip, *size, min(frames, MAX_SOURCE), work, ffmpeg)
+            log(f"{height}p 2x {name}: one machine, then --cluster {a.cluster} --workers {a.workers}")
+            row = cluster_bench(src, size, {**kw, "name": name}, a.cluster, a.workers, a.chunk_frames, work, ffmpeg)
+            log(f"{height}p: {row['one_machine_s']} s on one machine, {row['cluster_s']} s on the cluster "
+                f"({row['speedup']}x; identical frames: {row['identical']}); {row['chunk_overhead_s']['mean']} s "
+                f"overhead per chunk")
+            rows.append(row)
+        report["cluster"] = rows
+        print(cluster_table(rows))
+    elif a.soak:
         w, h = (int(v) for v in a.soak_size.lower().split("x"))
         nodes = [n for n in a.soak_nodes.split(",") if n]
         unknown = set(nodes) - set(SOAK_NODES)

@@ -88,3 +88,21 @@ def test_bench_vpy_repair_runs(clip, run):
     r = subprocess.run(cmd, capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert b"Output 20 frames" in r.stderr
+
+
+def test_bench_cluster_times_one_machine_against_a_local_cluster(clip, tmp_path):
+    """--cluster local: the same conversion on one machine and on a local Ray cluster of two
+    workers (here tiny: 86x48, 16 output frames in 4 chunks), the frames identical, each
+    chunk's overhead and the job's fixed costs reported."""
+    pytest.importorskip("ray", reason="needs Ray (pip install 'vs_vgan[cluster]')")
+    out = tmp_path / "cluster.json"
+    r = bench("--clip", str(clip), "--sizes", "48", "--frames", "8", "--device", "cpu",
+              "--vgan", 'blend={"model": "blend"}', "--cluster", "local", "--workers", "2", "--chunk-frames", "4",
+              "--work", str(tmp_path / "work"), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    row = json.loads(out.read_text())["cluster"][0]
+    assert row["size"] == "86x48" and row["output_frames"] == 16 and row["chunks"] == 4 and row["workers"] == 2
+    assert row["identical"] is True and row["one_machine_s"] > 0 and row["cluster_s"] > 0
+    assert row["chunk_overhead_s"]["mean"] > 0 and row["worker_s_per_frame"] > 0
+    assert row["job_s"]["connect_s"] > 0 and row["job_s"]["join_s"] > 0
+    assert "| 86x48 | 16 |" in r.stdout

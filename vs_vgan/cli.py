@@ -6,6 +6,7 @@
     vs-vgan info INPUT [--fps R | --factor R]
     vs-vgan models
     vs-vgan demo [-o OUTPUT]          (the README's main job)
+    vs-vgan upconvert|extend|repair ... --cluster local|auto|ADDRESS [--workers N] [--chunk-seconds S]
 
 INPUT is anything the source plugin reads (bestsource by default).  The frames go through
 the vs_vgan node inside a VapourSynth graph and, as y4m, into ffmpeg, which encodes them
@@ -30,6 +31,13 @@ process's are kept.  INPUT giving clearly fewer frames than its header promises
 (duration x rate, or a frame-count tag), and whose packets stop short of that duration,
 gets a one-line warning on stderr: it may be truncated (the run goes on).
 
+With --cluster, the output is rendered in chunks across the machines of a Ray cluster
+(vs_vgan.distributed; pip install 'vs_vgan[cluster]'), each chunk with the same graph and
+encoder settings, and joined into OUTPUT with the same frames as one machine gives.  INPUT
+and the chunk folder (--chunk-dir, default .OUTPUT.vs-vgan-chunks) must be on storage every
+machine reads at the same path; a rerun resumes from the finished chunks (--clean starts
+over).
+
 Exit codes: 0 done; 1 failed (unreadable input, bad value, encoder or write error, OUTPUT
 is INPUT); 2 wrong usage; 3 a missing tool (ffmpeg, the source plugin); 4 OUTPUT exists
 (pass --overwrite); 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).  A failure the user can act
@@ -40,6 +48,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
+import math
 import os
 import re
 import shlex
@@ -48,10 +58,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NoReturn, Sequence, TextIO
 
 from .ffmpeg import FFmpeg
 from .ffmpeg import find_ffmpeg as resolve_ffmpeg
@@ -262,22 +273,26 @@ def describe(clip: vs.VideoNode) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- progress
 class Progress:
-    """A one-line progress bar on stderr: frames done and total, frames/s, ETA."""
+    """A one-line progress bar on stderr: frames done and total, frames/s, ETA.  The frames
+    done at the first call (a resumed job's, :mod:`vs_vgan.distributed`) are not in the rate."""
 
     def __init__(self, label: str, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.label, self.quiet = label, quiet
         self.stream = stream or sys.stderr
         self.start = time.perf_counter()
         self.last = 0.0
+        self.already: int | None = None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.already is None:
+            self.already = done
         if self.quiet:
             return
         now = time.perf_counter()
         if done < total and now - self.last < 0.2:
             return
         self.last = now
-        rate = done / max(now - self.start, 1e-9)
+        rate = max(done - self.already, 0) / max(now - self.start, 1e-9)
         eta = (total - done) / rate if rate > 0 else 0.0
         width = 30
         fill = int(width * done / max(total, 1))
@@ -371,7 +386,7 @@ def _discard(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _partial(output: Path) -> Iterator[Path]:
+def partial_output(output: Path) -> Iterator[Path]:
     """A hidden temporary path next to ``output``, created empty (so that an unwritable
     folder fails now, with one line): renamed to ``output`` when the block ends normally,
     removed when it raises (or is interrupted).  Stale partial files of ``output`` left by
@@ -433,10 +448,11 @@ def count_video_frames(path: Path, ffmpeg: str) -> tuple[int, str]:
     return (int(counts[-1]) if counts and r.returncode == 0 else 0), (said[-1] if said else "")
 
 
-def check_written(tmp: Path, output: Path, ffmpeg: str, stderr: str, expected: int | None) -> None:
+def check_written(tmp: Path, output: Path, ffmpeg: str, stderr: str, expected: int | None,
+                  what: str = "OUTPUT") -> None:
     """Raise CliError unless ffmpeg, its error output ``stderr``, wrote ``expected`` video
     frames (None: any number) into ``tmp`` without a fatal error; show the other messages
-    as one warning line."""
+    as one warning line.  ``what``: the file's name in the messages (OUTPUT, or a chunk)."""
     fatal = ffmpeg_fatal_lines(stderr)
     frames, said = count_video_frames(tmp, ffmpeg) if fatal or expected is not None else (0, "")
     if fatal or (expected is not None and frames != expected):
@@ -444,7 +460,7 @@ def check_written(tmp: Path, output: Path, ffmpeg: str, stderr: str, expected: i
         if said and fatal and not frames:
             why += f"; the file can't be read back: {said}"
         wrote = f"{frames} of {expected} frames" if expected is not None else f"{frames} frames"
-        raise CliError(f"vs-vgan: writing OUTPUT {str(output)!r} failed: ffmpeg wrote {wrote} "
+        raise CliError(f"vs-vgan: writing {what} {str(output)!r} failed: ffmpeg wrote {wrote} "
                        f"({why.replace(str(tmp), str(output))}); no output written")
     others = [line for line in stderr.splitlines() if line.strip()]
     if others:
@@ -471,57 +487,98 @@ def check_output(source_path: str | None, output: Path, overwrite: bool) -> None
         raise CliError(f"vs-vgan: the folder of OUTPUT {str(output.parent)!r} does not exist")
 
 
-def encode(clip: vs.VideoNode, source_path: str, output: Path, *, codec: str, crf: int | None, preset: str | None,
-           audio_codec: str, extra: Sequence[str], overwrite: bool, audio_offset: float = 0.0,
-           progress: Callable[[int, int], None] | None = None, ffmpeg: str | None = None) -> None:
-    """Pipe ``clip`` as y4m into ffmpeg, with INPUT's audio (and subtitles for .mkv)
-    copied, into a temporary file renamed to ``output`` on success: when ffmpeg reported
-    no write error and the file holds all of ``clip``'s frames (unless ``extra`` has options
-    that change the frame count).  ``ffmpeg``: the executable (default: :func:`ffmpeg_path`'s)."""
-    check_output(source_path, output, overwrite)
-    if Fraction(clip.fps.numerator, clip.fps.denominator) == 0:
-        raise CliError("vs-vgan: the result has a variable frame rate, which y4m can't carry; "
-                       "make INPUT constant-rate first (or use --fps)")
-    ffmpeg = ffmpeg or ffmpeg_path()
-    with _partial(output) as tmp:
-        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
+def video_options(codec: str, crf: int | None, preset: str | None) -> list[str]:
+    """ffmpeg's options for the video encoder: one machine's and every chunk's
+    (:mod:`vs_vgan.distributed`)."""
+    opts = ["-c:v", codec]
+    if crf is not None:
+        opts += ["-crf", str(crf)]
+    if preset:
+        opts += ["-preset", preset]
+    return opts
+
+
+def output_command(ffmpeg: str, video_input: Sequence[str], source_path: str | None, output: Path, tmp: Path, *,
+                   video: Sequence[str], audio_codec: str, extra: Sequence[str], audio_offset: float = 0.0) -> list[str]:
+    """The ffmpeg command writing ``tmp`` (to become ``output``) from the video input
+    ``video_input`` (its options and ``-i``) encoded with ``video``, and, where
+    ``source_path`` is given, its audio (and, into .mkv, its subtitles) delayed by
+    ``audio_offset`` seconds and encoded with ``audio_codec``; ``extra``: more output options."""
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *video_input]
+    if source_path is not None:
         if audio_offset:
             cmd += ["-itsoffset", f"{audio_offset:.6f}"]
         cmd += ["-i", str(source_path), "-map", "0:v:0", "-map", "1:a?"]
         if output.suffix.lower() == ".mkv":
             cmd += ["-map", "1:s?", "-c:s", "copy"]
-        cmd += ["-c:v", codec]
-        if crf is not None:
-            cmd += ["-crf", str(crf)]
-        if preset:
-            cmd += ["-preset", preset]
-        cmd += ["-c:a", audio_codec, *extra, str(tmp)]
-        # its own process group: Ctrl-C or a hangup reach this process only, which stops
-        # ffmpeg and removes the partial file (rather than racing ffmpeg's own exit)
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
-        assert proc.stdin is not None and proc.stderr is not None  # PIPEs
+        cmd += [*video, "-c:a", audio_codec]
+    else:
+        cmd += ["-map", "0:v:0", *video]
+    return [*cmd, *extra, str(tmp)]
+
+
+def counts_frames(extra: Sequence[str]) -> bool:
+    """Whether OUTPUT should hold every frame sent: no ``extra`` option changes the count."""
+    return not any(arg.split(":")[0] in FRAME_COUNT_OPTIONS for arg in extra)
+
+
+def pipe_frames(clip: vs.VideoNode, cmd: Sequence[str], tmp: Path, output: Path, ffmpeg: str, *, counted: bool,
+                progress: Callable[[int, int], None] | None = None, what: str = "OUTPUT") -> None:
+    """Run ``cmd``, an ffmpeg reading y4m on its standard input and writing ``tmp``, with
+    ``clip``'s frames piped in, and check what it wrote (:func:`check_written`: all of
+    ``clip``'s frames when ``counted``)."""
+    # its own process group: Ctrl-C or a hangup reach this process only, which stops
+    # ffmpeg and removes the partial file (rather than racing ffmpeg's own exit)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+    assert proc.stdin is not None and proc.stderr is not None  # PIPEs
+    try:
         try:
+            # VapourSynth's stub asks for a BinaryIO; any binary file object (Popen's IO[bytes]) does
+            for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)  # type: ignore[arg-type]
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its own message says why
+        finally:
             try:
-                # VapourSynth's stub asks for a BinaryIO; any binary file object (Popen's IO[bytes]) does
-                for_y4m(clip).output(proc.stdin, y4m=True, progress_update=progress)  # type: ignore[arg-type]
+                proc.stdin.close()
             except BrokenPipeError:
-                pass  # ffmpeg stopped reading: its own message says why
-            finally:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-            err = proc.stderr.read().decode(errors="replace").strip()
-            counted = not any(arg.split(":")[0] in FRAME_COUNT_OPTIONS for arg in extra)
-            if proc.wait() != 0 and not WRITE_REFUSED.search(err):
-                raise CliError(f"vs-vgan: ffmpeg failed ({proc.returncode}): "
-                               f"{err.splitlines()[-1] if err else 'no message'}\n  command: {shlex.join(cmd)}")
-            check_written(tmp, output, ffmpeg, err, clip.num_frames if counted else None)
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            raise
+                pass
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0 and not WRITE_REFUSED.search(err):
+            raise CliError(f"vs-vgan: ffmpeg failed ({proc.returncode}): "
+                           f"{err.splitlines()[-1] if err else 'no message'}\n  command: {shlex.join(cmd)}")
+        check_written(tmp, output, ffmpeg, err, clip.num_frames if counted else None, what=what)
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+
+
+def check_rate(clip: vs.VideoNode) -> Fraction:
+    """``clip``'s constant frame rate; CliError for a variable one, which y4m can't carry."""
+    fps = Fraction(clip.fps.numerator, clip.fps.denominator)
+    if fps == 0:
+        raise CliError("vs-vgan: the result has a variable frame rate, which y4m can't carry; "
+                       "make INPUT constant-rate first (or use --fps)")
+    return fps
+
+
+def encode(clip: vs.VideoNode, source_path: str | None, output: Path, *, codec: str, crf: int | None,
+           preset: str | None, audio_codec: str, extra: Sequence[str], overwrite: bool, audio_offset: float = 0.0,
+           progress: Callable[[int, int], None] | None = None, ffmpeg: str | None = None) -> None:
+    """Pipe ``clip`` as y4m into ffmpeg, with INPUT's audio (and subtitles for .mkv)
+    copied, into a temporary file renamed to ``output`` on success: when ffmpeg reported
+    no write error and the file holds all of ``clip``'s frames (unless ``extra`` has options
+    that change the frame count).  ``source_path`` None: video only.  ``ffmpeg``: the
+    executable (default: :func:`ffmpeg_path`'s)."""
+    check_output(source_path, output, overwrite)
+    check_rate(clip)
+    ffmpeg = ffmpeg or ffmpeg_path()
+    with partial_output(output) as tmp:
+        cmd = output_command(ffmpeg, ["-f", "yuv4mpegpipe", "-i", "pipe:0"], source_path, output, tmp,
+                             video=video_options(codec, crf, preset), audio_codec=audio_codec, extra=extra,
+                             audio_offset=audio_offset)
+        pipe_frames(clip, cmd, tmp, output, ffmpeg, counted=counts_frames(extra), progress=progress)
 
 
 # ---------------------------------------------------------------------- commands
@@ -570,41 +627,185 @@ def _check_paths(a: argparse.Namespace) -> None:
     check_output(a.input, Path(a.output), a.overwrite)
 
 
-def cmd_upconvert(a: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Conversion:
+    """What a command makes of INPUT (:data:`GRAPHS`): the output clip and how far INPUT's
+    audio is delayed to stay in sync with it; and, to split the output at scene cuts
+    (:mod:`vs_vgan.distributed`), how output frames map onto source frames: ``ratio``
+    output frames per source frame, after ``lead`` output frames that come before source
+    frame 0 (``extend --side start``)."""
+
+    clip: vs.VideoNode
+    audio_offset: float = 0.0
+    ratio: Fraction = Fraction(1)
+    lead: int = 0
+
+    def scene_start(self, j: int) -> int:
+        """The output frame where a scene beginning at source frame ``j`` begins: the first
+        one that shows it (a frame synthesized across a cut shows the nearer source frame)."""
+        return self.lead + math.ceil((j - Fraction(1, 2)) * self.ratio)
+
+    def source_range(self, lo: int, hi: int, num_src: int) -> tuple[int, int]:
+        """The source frames ``[first, end)`` that output frames ``[lo, hi)`` show or lie between."""
+        first = math.floor(max(lo - self.lead, 0) / self.ratio)
+        return min(first, num_src), min(num_src, math.ceil(max(hi - self.lead, 0) / self.ratio) + 1)
+
+
+def upconvert_graph(a: argparse.Namespace, clip: vs.VideoNode) -> Conversion:
+    """``vs-vgan upconvert``'s node (vs_vgan.interpolate) on ``clip``."""
     import vs_vgan
 
-    _check_paths(a)
-    clip, ffmpeg = _open(a)
+    from .timing import resolve_ratio
+
     speed = {"num_streams": a.num_streams} if a.num_streams is not None else {}
     if a.compile:
         speed["compile"] = True
     out = vs_vgan.interpolate(clip, **_conversion(a), **_node_kwargs(a), **speed)
-    return _encode(a, out, f"upconvert {Path(a.input).name}", ffmpeg)
+    src_fps = Fraction(clip.fps.numerator, clip.fps.denominator)
+    ratio, _ = resolve_ratio(src_fps, func="upconvert", num_frames=clip.num_frames, **_conversion(a))
+    return Conversion(out, ratio=ratio)
 
 
-def cmd_extend(a: argparse.Namespace) -> int:
+def extend_graph(a: argparse.Namespace, clip: vs.VideoNode) -> Conversion:
+    """``vs-vgan extend``'s node (vs_vgan.extend) on ``clip``; the audio is delayed by the
+    frames added at the start."""
     import vs_vgan
 
-    _check_paths(a)
-    clip, ffmpeg = _open(a)
     out = vs_vgan.extend(clip, frames=a.frames, side=a.side, **_node_kwargs(a))
     fps = Fraction(clip.fps.numerator, clip.fps.denominator)
-    offset = float(a.frames / fps) if a.side in ("start", "both") and fps else 0.0
-    return _encode(a, out, f"extend {Path(a.input).name}", ffmpeg, audio_offset=offset)
+    lead = a.frames if a.side in ("start", "both") else 0
+    return Conversion(out, audio_offset=float(lead / fps) if lead and fps else 0.0, lead=lead)
 
 
-def cmd_repair(a: argparse.Namespace) -> int:
+def repair_graph(a: argparse.Namespace, clip: vs.VideoNode) -> Conversion:
+    """``vs-vgan repair``'s node (vs_vgan.repair) on ``clip``."""
     import vs_vgan
 
-    _check_paths(a)
-    clip, ffmpeg = _open(a)
     kw = _node_kwargs(a)
     if a.predict_model:
         kw["predict_model"] = a.predict_model
     if a.threshold is not None:
         kw["threshold"] = a.threshold
-    out = vs_vgan.repair(clip, frames=a.frames, duplicates=a.duplicates, **kw)
-    return _encode(a, out, f"repair {Path(a.input).name}", ffmpeg)
+    return Conversion(vs_vgan.repair(clip, frames=a.frames, duplicates=a.duplicates, **kw))
+
+
+#: Each converting command's graph: its parsed arguments and INPUT's clip -> its Conversion.
+GRAPHS: dict[str, Callable[[argparse.Namespace, vs.VideoNode], Conversion]] = {
+    "upconvert": upconvert_graph, "extend": extend_graph, "repair": repair_graph}
+
+
+@dataclass(frozen=True)
+class CommandGraph:
+    """A command's output clip as a picklable factory: INPUT opened and the node built as
+    the command does.  Each machine of :mod:`vs_vgan.distributed` calls it and so builds
+    the same graph.  ``args``: the command's parsed arguments, paths made absolute."""
+
+    args: Mapping[str, Any]
+
+    def __call__(self) -> vs.VideoNode:
+        a = argparse.Namespace(**self.args)
+        return GRAPHS[a.command](a, open_source(a.input, a.source)).clip
+
+
+#: Options of the cluster path (--cluster) and what they are when not given.
+CLUSTER_OPTIONS = {"chunk_seconds": None, "chunk_frames": None, "workers": None, "task_cpus": None,
+                   "task_gpus": None, "retries": None, "chunk_dir": None, "clean": False, "keep_chunks": False,
+                   "report": None}
+#: Arguments left out of a job's fingerprint: they change nothing in the frames, or are
+#: the encoder settings (which the job's manifest holds by themselves).
+_NOT_IN_FINGERPRINT = {"quiet", "overwrite", "output", "cluster", "ffmpeg", "num_streams", "verbose", "func",
+                       "codec", "crf", "preset", "audio_codec", "ffmpeg_args", *CLUSTER_OPTIONS}
+
+
+def _run(a: argparse.Namespace) -> int:
+    """upconvert, extend, repair: INPUT through the command's graph into OUTPUT, on this
+    machine or, with --cluster, across a Ray cluster's."""
+    _check_paths(a)
+    if a.cluster is not None:
+        return _run_on_cluster(a)
+    given = [f"--{k.replace('_', '-')}" for k, v in CLUSTER_OPTIONS.items() if getattr(a, k) != v]
+    if given:
+        raise CliError(f"vs-vgan: {', '.join(given)} only go with --cluster", EXIT_USAGE)
+    clip, ffmpeg = _open(a)
+    conv = GRAPHS[a.command](a, clip)
+    return _encode(a, conv.clip, f"{a.command} {Path(a.input).name}", ffmpeg, audio_offset=conv.audio_offset)
+
+
+def cmd_upconvert(a: argparse.Namespace) -> int:
+    return _run(a)
+
+
+def cmd_extend(a: argparse.Namespace) -> int:
+    return _run(a)
+
+
+def cmd_repair(a: argparse.Namespace) -> int:
+    return _run(a)
+
+
+def _portable(path: str | None) -> str | None:
+    """An existing file's absolute path (as the machines of a cluster must see it), or
+    ``path`` as it is (a model's name)."""
+    return os.path.abspath(path) if path is not None and os.path.isfile(path) else path
+
+
+def _run_on_cluster(a: argparse.Namespace) -> int:
+    """The command across the machines of a Ray cluster (:func:`vs_vgan.distributed.render`)."""
+    from . import distributed
+    from .engine import DEFAULT_SCENE_THRESHOLD
+
+    distributed.require_ray()
+    extra = shlex.split(a.ffmpeg_args) if a.ffmpeg_args else []
+    if not counts_frames(extra):
+        raise CliError("vs-vgan: --cluster needs every output frame in OUTPUT: --ffmpeg-args may not change the "
+                       "frame count (-r, -vf, -t, ...)", EXIT_USAGE)
+    ffmpeg = required_ffmpeg(find_ffmpeg(a.ffmpeg))
+    clip = open_source(a.input, a.source, ffmpeg)
+    conv = GRAPHS[a.command](a, clip)
+    args = {k: v for k, v in vars(a).items() if k != "func"}
+    args.update(input=os.path.abspath(a.input), model=_portable(getattr(a, "model", None)))
+    if "predict_model" in args:
+        args["predict_model"] = _portable(a.predict_model)
+    inputs = [args["input"]] + [p for p in (args.get("model"), args.get("predict_model")) if p and os.path.isfile(p)]
+    stat = os.stat(a.input)
+    fingerprint = {"command": a.command, "input": args["input"], "input_size": stat.st_size,
+                   "input_mtime_ns": stat.st_mtime_ns,
+                   "args": {k: str(v) for k, v in sorted(args.items()) if k not in _NOT_IN_FINGERPRINT}}
+    scene_starts = None
+    if not a.no_scene_detect:
+        threshold = a.scene_threshold if a.scene_threshold is not None else DEFAULT_SCENE_THRESHOLD
+
+        def scene_starts(lo: int, hi: int) -> list[int]:
+            first, end = conv.source_range(lo, hi, clip.num_frames)
+            found = [conv.scene_start(j) for j in distributed.source_scene_starts(clip, first, end, threshold)]
+            return [k for k in found if lo <= k < hi]
+
+    label = f"{a.command} {Path(a.input).name}"
+    task_gpus = a.task_gpus if a.task_gpus is not None else (0.0 if a.device == "cpu" else None)
+    folder = Path(a.chunk_dir) if a.chunk_dir else distributed.default_chunk_dir(a.output)
+    try:
+        report = distributed.render(
+            CommandGraph(args), a.output, clip=conv.clip, cluster=a.cluster, audio=a.input,
+            audio_offset=conv.audio_offset,
+            encoding=distributed.Encoding(codec=a.codec, crf=a.crf, preset=a.preset, audio_codec=a.audio_codec,
+                                          extra=tuple(extra)),
+            ffmpeg=ffmpeg, worker_ffmpeg=a.ffmpeg, chunk_seconds=a.chunk_seconds, chunk_frames=a.chunk_frames,
+            scene_starts=scene_starts, workers=a.workers, task_cpus=a.task_cpus, task_gpus=task_gpus,
+            retries=a.retries, inputs=inputs, chunk_dir=a.chunk_dir, overwrite=a.overwrite, clean=a.clean,
+            keep_chunks=a.keep_chunks, progress=Progress(label, a.quiet), fingerprint=fingerprint)
+    except KeyboardInterrupt:
+        if not a.clean and folder.is_dir():
+            finished = len(list(folder.glob(f"chunk-*{Path(a.output).suffix}")))
+            say(f"\nvs-vgan: {finished} finished chunk(s) kept in {str(folder)!r}: run the same command again to "
+                "resume, or with --clean to start over")
+        raise
+    if a.report:
+        Path(a.report).write_text(json.dumps(report.as_dict(), indent=1) + "\n")
+    if not a.quiet:
+        kept = f"; {report.kept} of {len(report.chunks)} chunks from an earlier run" if report.kept else ""
+        print(f"vs-vgan: wrote {a.output} ({report.frames} frames at {conv.clip.fps}; {len(report.chunks)} chunks "
+              f"on {len(report.hosts) or 1} machine(s){kept})", file=sys.stderr)
+    return EXIT_OK
 
 
 def _open(a: argparse.Namespace) -> tuple[vs.VideoNode, FFmpeg | None]:
@@ -681,7 +882,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     vsargs = ["-a", f"factor={a.factor}", "-a", f"device={a.device}"] + (["-a", f"model={a.model}"] if a.model else [])
     start = time.perf_counter()
     progress = [] if a.quiet else ["-p"]
-    with _partial(output) as tmp:
+    with partial_output(output) as tmp:
         if ffmpeg:
             pipe = subprocess.Popen([vspipe, "-c", "y4m", *progress, *vsargs, str(script), "-"], stdout=subprocess.PIPE)
             assert pipe.stdout is not None  # a PIPE
@@ -732,9 +933,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scale", type=float, help="analysis scale 1, 0.5 or 0.25 (faster); default: the model's choice for the frame size")
             p.add_argument("--scene-threshold", type=float, help="scene-cut sensitivity in (0, 1]")
             p.add_argument("--no-scene-detect", action="store_true", help="no scene-cut detection")
+            p.add_argument("-v", "--verbose", action="store_true", help="vs_vgan's log on stderr, down to DEBUG "
+                           "(with --cluster: each worker's chunks)")
         p.add_argument("--source", default="bs.VideoSource", help="VapourSynth source filter (default bs.VideoSource)")
         p.add_argument("--ffmpeg", metavar="PATH", help="the ffmpeg to run (default: $VS_VGAN_FFMPEG, else ffmpeg on "
                        "PATH, else the imageio-ffmpeg package's)")
+
+    def cluster(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("rendering on a Ray cluster (pip install 'vs_vgan[cluster]'; see the README)")
+        g.add_argument("--cluster", metavar="ADDRESS", help="render across a Ray cluster: 'local' (start Ray on this "
+                       "machine), 'auto' ($RAY_ADDRESS, or the cluster `ray start` runs here) or its address")
+        size = g.add_mutually_exclusive_group()
+        size.add_argument("--chunk-seconds", type=float, metavar="S",
+                          help="output seconds per chunk (default 60); an edge near a scene cut moves onto it")
+        size.add_argument("--chunk-frames", type=int, metavar="N", help="output frames per chunk, instead")
+        g.add_argument("--workers", type=int, metavar="N",
+                       help="chunks rendered at once (default: as many as the cluster's CPUs or GPUs allow)")
+        g.add_argument("--task-cpus", type=float, metavar="C", help="CPUs each chunk reserves (default 1)")
+        g.add_argument("--task-gpus", type=float, metavar="G",
+                       help="GPUs each chunk reserves (default 1 where the cluster has GPUs and --device is not cpu)")
+        g.add_argument("--retries", type=int, metavar="N",
+                       help="attempts after the first for a chunk whose task died or failed (default 3)")
+        g.add_argument("--chunk-dir", metavar="DIR", help="the chunk folder, on storage every machine reads and "
+                       "writes at the same path (default: .OUTPUT.vs-vgan-chunks next to OUTPUT)")
+        g.add_argument("--clean", action="store_true", help="start over: remove the chunk folder of an earlier run "
+                       "first, and the chunk folder of this one when it fails or is interrupted")
+        g.add_argument("--keep-chunks", action="store_true", help="keep the chunk folder after a successful run")
+        g.add_argument("--report", metavar="FILE", help="write the job's chunks and timings as JSON")
 
     def rate(p: argparse.ArgumentParser) -> None:
         g = p.add_mutually_exclusive_group()
@@ -747,6 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="interpolation model (vs-vgan models lists them)")
     p.add_argument("--num-streams", type=int, help="frames computed at once (default: per device, see the README)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (for GPUs; slow first frames)")
+    cluster(p)
     p.set_defaults(func=cmd_upconvert)
 
     p = sub.add_parser("extend", help="append predicted frames (vs_vgan.extend)")
@@ -754,6 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, required=True, help="how many frames to add")
     p.add_argument("--side", choices=("end", "start", "both"), default="end")
     p.add_argument("--model", help="prediction model")
+    cluster(p)
     p.set_defaults(func=cmd_extend)
 
     p = sub.add_parser("repair", help="rebuild repeated or listed frames (vs_vgan.repair)")
@@ -764,6 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: vs_vgan.repair's, 0.002)")
     p.add_argument("--model", help="interpolation model")
     p.add_argument("--predict-model", help="prediction model (where no good frame follows)")
+    cluster(p)
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("info", help="the source's format, rate and length, and what a conversion would give")
@@ -802,6 +1030,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(s, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    log = logging.getLogger("vs_vgan")
+    level = log.level
+    shown = logging.StreamHandler(sys.stderr) if getattr(a, "verbose", False) else None
+    if shown is not None:  # --verbose: vs_vgan's log on stderr, for this command only
+        shown.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        log.addHandler(shown)
+        log.setLevel(logging.DEBUG)
     previous = {s: signal.signal(s, terminate) for s in stops}
     try:
         return a.func(a)
@@ -820,6 +1055,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if shown is not None:
+            log.removeHandler(shown)
+            log.setLevel(level)
 
 
 if __name__ == "__main__":
