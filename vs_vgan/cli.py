@@ -908,95 +908,99 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+def _common_options(p: argparse.ArgumentParser, output: bool = True, input_: bool = True) -> None:
+    """INPUT, OUTPUT and the options the conversions share (info: INPUT and the source only)."""
+    if input_:
+        p.add_argument("input", metavar="INPUT", help="a video file the source plugin reads")
+    if output:
+        p.add_argument("-o", "--output", required=input_, metavar="OUTPUT", help="the file to write")
+        p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--codec", default="libx264", help="ffmpeg video encoder (default libx264)")
+        p.add_argument("--crf", type=int, default=18, help="encoder quality (default 18; lower is better)")
+        p.add_argument("--preset", default="medium", help="encoder preset (default medium)")
+        p.add_argument("--audio-codec", default="copy", help="ffmpeg audio encoder (default copy)")
+        p.add_argument("--ffmpeg-args", help="more ffmpeg output options, as one string "
+                       "(e.g. \"-pix_fmt yuv420p10le -tune animation\")")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                       help="network precision (default auto; fp16 is the fast one on GPUs)")
+        p.add_argument("--scale", type=float, help="analysis scale 1, 0.5 or 0.25 (faster); default: the model's choice for the frame size")
+        p.add_argument("--scene-threshold", type=float, help="scene-cut sensitivity in (0, 1]")
+        p.add_argument("--no-scene-detect", action="store_true", help="no scene-cut detection")
+        p.add_argument("-v", "--verbose", action="store_true", help="vs_vgan's log on stderr, down to DEBUG "
+                       "(with --cluster: each worker's chunks)")
+    p.add_argument("--source", default="bs.VideoSource", help="VapourSynth source filter (default bs.VideoSource)")
+    p.add_argument("--ffmpeg", metavar="PATH", help="the ffmpeg to run (default: $VS_VGAN_FFMPEG, else ffmpeg on "
+                   "PATH, else the imageio-ffmpeg package's)")
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    """--cluster and its options (vs_vgan.distributed)."""
+    g = p.add_argument_group("rendering on a Ray cluster (pip install 'vs_vgan[cluster]'; see the README)")
+    g.add_argument("--cluster", metavar="ADDRESS", help="render across a Ray cluster: 'local' (start Ray on this "
+                   "machine), 'auto' ($RAY_ADDRESS, or the cluster `ray start` runs here) or its address")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--chunk-seconds", type=float, metavar="S",
+                      help="output seconds per chunk (default 60); an edge near a scene cut moves onto it")
+    size.add_argument("--chunk-frames", type=int, metavar="N", help="output frames per chunk, instead")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="chunks rendered at once (default: as many as the cluster's CPUs or GPUs allow)")
+    g.add_argument("--task-cpus", type=float, metavar="C", help="CPUs each chunk reserves (default 1)")
+    g.add_argument("--task-gpus", type=float, metavar="G",
+                   help="GPUs each chunk reserves (default 1 where the cluster has GPUs and --device is not cpu)")
+    g.add_argument("--retries", type=int, metavar="N",
+                   help="attempts after the first for a chunk whose task died or failed (default 3)")
+    g.add_argument("--chunk-dir", metavar="DIR", help="the chunk folder, on storage every machine reads and "
+                   "writes at the same path (default: .OUTPUT.vs-vgan-chunks next to OUTPUT)")
+    g.add_argument("--clean", action="store_true", help="start over: remove the chunk folder of an earlier run "
+                   "first, and the chunk folder of this one when it fails or is interrupted")
+    g.add_argument("--keep-chunks", action="store_true", help="keep the chunk folder after a successful run")
+    g.add_argument("--report", metavar="FILE", help="write the job's chunks and timings as JSON")
+
+def _rate_options(p: argparse.ArgumentParser) -> None:
+    """--fps or --factor."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fps", type=_rational, help="target rate, e.g. 60000/1001")
+    g.add_argument("--factor", type=_rational, help="rate factor, e.g. 2 or 5/2 (default 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vs-vgan", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser, output: bool = True, input_: bool = True) -> None:
-        if input_:
-            p.add_argument("input", metavar="INPUT", help="a video file the source plugin reads")
-        if output:
-            p.add_argument("-o", "--output", required=input_, metavar="OUTPUT", help="the file to write")
-            p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-            p.add_argument("--quiet", action="store_true", help="no progress bar")
-            p.add_argument("--codec", default="libx264", help="ffmpeg video encoder (default libx264)")
-            p.add_argument("--crf", type=int, default=18, help="encoder quality (default 18; lower is better)")
-            p.add_argument("--preset", default="medium", help="encoder preset (default medium)")
-            p.add_argument("--audio-codec", default="copy", help="ffmpeg audio encoder (default copy)")
-            p.add_argument("--ffmpeg-args", help="more ffmpeg output options, as one string "
-                           "(e.g. \"-pix_fmt yuv420p10le -tune animation\")")
-            p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-            p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                           help="network precision (default auto; fp16 is the fast one on GPUs)")
-            p.add_argument("--scale", type=float, help="analysis scale 1, 0.5 or 0.25 (faster); default: the model's choice for the frame size")
-            p.add_argument("--scene-threshold", type=float, help="scene-cut sensitivity in (0, 1]")
-            p.add_argument("--no-scene-detect", action="store_true", help="no scene-cut detection")
-            p.add_argument("-v", "--verbose", action="store_true", help="vs_vgan's log on stderr, down to DEBUG "
-                           "(with --cluster: each worker's chunks)")
-        p.add_argument("--source", default="bs.VideoSource", help="VapourSynth source filter (default bs.VideoSource)")
-        p.add_argument("--ffmpeg", metavar="PATH", help="the ffmpeg to run (default: $VS_VGAN_FFMPEG, else ffmpeg on "
-                       "PATH, else the imageio-ffmpeg package's)")
-
-    def cluster(p: argparse.ArgumentParser) -> None:
-        g = p.add_argument_group("rendering on a Ray cluster (pip install 'vs_vgan[cluster]'; see the README)")
-        g.add_argument("--cluster", metavar="ADDRESS", help="render across a Ray cluster: 'local' (start Ray on this "
-                       "machine), 'auto' ($RAY_ADDRESS, or the cluster `ray start` runs here) or its address")
-        size = g.add_mutually_exclusive_group()
-        size.add_argument("--chunk-seconds", type=float, metavar="S",
-                          help="output seconds per chunk (default 60); an edge near a scene cut moves onto it")
-        size.add_argument("--chunk-frames", type=int, metavar="N", help="output frames per chunk, instead")
-        g.add_argument("--workers", type=int, metavar="N",
-                       help="chunks rendered at once (default: as many as the cluster's CPUs or GPUs allow)")
-        g.add_argument("--task-cpus", type=float, metavar="C", help="CPUs each chunk reserves (default 1)")
-        g.add_argument("--task-gpus", type=float, metavar="G",
-                       help="GPUs each chunk reserves (default 1 where the cluster has GPUs and --device is not cpu)")
-        g.add_argument("--retries", type=int, metavar="N",
-                       help="attempts after the first for a chunk whose task died or failed (default 3)")
-        g.add_argument("--chunk-dir", metavar="DIR", help="the chunk folder, on storage every machine reads and "
-                       "writes at the same path (default: .OUTPUT.vs-vgan-chunks next to OUTPUT)")
-        g.add_argument("--clean", action="store_true", help="start over: remove the chunk folder of an earlier run "
-                       "first, and the chunk folder of this one when it fails or is interrupted")
-        g.add_argument("--keep-chunks", action="store_true", help="keep the chunk folder after a successful run")
-        g.add_argument("--report", metavar="FILE", help="write the job's chunks and timings as JSON")
-
-    def rate(p: argparse.ArgumentParser) -> None:
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--fps", type=_rational, help="target rate, e.g. 60000/1001")
-        g.add_argument("--factor", type=_rational, help="rate factor, e.g. 2 or 5/2 (default 2)")
-
     p = sub.add_parser("upconvert", help="frame-rate conversion (vs_vgan.interpolate) into a file")
-    common(p)
-    rate(p)
+    _common_options(p)
+    _rate_options(p)
     p.add_argument("--model", help="interpolation model (vs-vgan models lists them)")
     p.add_argument("--num-streams", type=int, help="frames computed at once (default: per device, see the README)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (for GPUs; slow first frames)")
-    cluster(p)
+    _cluster_options(p)
     p.set_defaults(func=cmd_upconvert)
 
     p = sub.add_parser("extend", help="append predicted frames (vs_vgan.extend)")
-    common(p)
+    _common_options(p)
     p.add_argument("--frames", type=int, required=True, help="how many frames to add")
     p.add_argument("--side", choices=("end", "start", "both"), default="end")
     p.add_argument("--model", help="prediction model")
-    cluster(p)
+    _cluster_options(p)
     p.set_defaults(func=cmd_extend)
 
     p = sub.add_parser("repair", help="rebuild repeated or listed frames (vs_vgan.repair)")
-    common(p)
+    _common_options(p)
     p.add_argument("--frames", type=_frame_list, help="frame numbers to rebuild, comma separated")
     p.add_argument("--duplicates", action="store_true", help="find and rebuild frames repeating their predecessor")
     p.add_argument("--threshold", type=float, help="duplicate threshold, the mean absolute luma difference "
                    "(default: vs_vgan.repair's, 0.002)")
     p.add_argument("--model", help="interpolation model")
     p.add_argument("--predict-model", help="prediction model (where no good frame follows)")
-    cluster(p)
+    _cluster_options(p)
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("info", help="the source's format, rate and length, and what a conversion would give")
-    common(p, output=False)
-    rate(p)
+    _common_options(p, output=False)
+    _rate_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 

@@ -655,6 +655,32 @@ def _remove_partials(folder: Path) -> None:
             p.unlink()
 
 
+def _render_args(source: str | os.PathLike[str] | Callable[[], vs.VideoNode], script_args: Mapping[str, str] | None,
+                 retries: int | None, workers: int | None, task_cpus: float | None,
+                 task_gpus: float | None) -> tuple[Callable[[], vs.VideoNode], int, float]:
+    """:func:`render`'s checks of its arguments: (the clip factory, retries, task CPUs)."""
+    func = "distributed.render"
+    factory: Callable[[], vs.VideoNode]
+    if isinstance(source, (str, os.PathLike)):
+        factory = ScriptClip(os.path.abspath(source), dict(script_args or {}))
+    elif callable(source):
+        factory = source
+    else:
+        raise type_error(func, "source", "a script's path or a callable returning a clip", source)
+    if retries is None:
+        retries = DEFAULT_RETRIES
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise value_error(func, "retries", "an int >= 0", retries)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise value_error(func, "workers", "None or an int >= 1", workers)
+    cpus = 1.0 if task_cpus is None else float(task_cpus)
+    if not cpus > 0:
+        raise value_error(func, "task_cpus", "a number > 0", task_cpus)
+    if task_gpus is not None and not task_gpus >= 0:
+        raise value_error(func, "task_gpus", "None or a number >= 0", task_gpus)
+    return factory, retries, cpus
+
+
 def render(
     source: str | os.PathLike[str] | Callable[[], vs.VideoNode],
     output: str | os.PathLike[str],
@@ -731,26 +757,9 @@ def render(
         naming the chunk or the machine); KeyboardInterrupt cancels the tasks and leaves no
         OUTPUT.
     """
-    func = "distributed.render"
     t_start = time.perf_counter()
     ray = require_ray()
-    if isinstance(source, (str, os.PathLike)):
-        factory: Callable[[], vs.VideoNode] = ScriptClip(os.path.abspath(source), dict(script_args or {}))
-    elif callable(source):
-        factory = source
-    else:
-        raise type_error(func, "source", "a script's path or a callable returning a clip", source)
-    if retries is None:
-        retries = DEFAULT_RETRIES
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise value_error(func, "retries", "an int >= 0", retries)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise value_error(func, "workers", "None or an int >= 1", workers)
-    task_cpus = 1.0 if task_cpus is None else float(task_cpus)
-    if not task_cpus > 0:
-        raise value_error(func, "task_cpus", "a number > 0", task_cpus)
-    if task_gpus is not None and not task_gpus >= 0:
-        raise value_error(func, "task_gpus", "None or a number >= 0", task_gpus)
+    factory, retries, task_cpus = _render_args(source, script_args, retries, workers, task_cpus, task_gpus)
     out_path = Path(os.path.abspath(output))
     audio_path = os.path.abspath(audio) if audio is not None else None
     check_output(audio_path, out_path, overwrite)
