@@ -196,8 +196,11 @@ def test_resume_after_an_interrupt_renders_only_what_is_missing(cluster, tmp_pat
     out, one, report = tmp_path / "out.mkv", tmp_path / "one.mkv", tmp_path / "report.json"
     folder = distributed.default_chunk_dir(out)
     job = ["upconvert", str(src), "-o", str(out), "--model", "blend", "--codec", "ffv1", "--chunk-frames", "8"]
+    # SIGINT as Ctrl-C delivers it, even where pytest itself runs with SIGINT ignored (a
+    # background job of a non-interactive shell): Python then never installs its handler
     proc = subprocess.Popen([sys.executable, "-m", "vs_vgan", *job, "--cluster", "auto", "--workers", "1"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_ADDRESS": cluster.address})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_ADDRESS": cluster.address},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while len(chunk_files(folder, finished=True)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -25,10 +25,15 @@ def _rgb(frame: vs.VideoFrame) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- the spec
-def test_rife_spec_names_the_version_and_pins_the_file(rife_pkl, caplog):
+def test_rife_spec_names_the_version_and_pins_the_file(rife_pkl, caplog, monkeypatch):
     import hashlib
     import logging
 
+    from vs_vgan.models import loader
+
+    # a file rife() has read before in this process is not read (nor logged) again: the
+    # first read of this test's session, whatever ran earlier
+    monkeypatch.setattr(loader, "_rife_layouts", {})
     with caplog.at_level(logging.INFO, logger="vs_vgan"):
         spec = rife(rife_pkl)
     sha = hashlib.sha256(Path(rife_pkl).read_bytes()).hexdigest()
