@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from vs_vgan.train import losses as L
@@ -104,6 +105,22 @@ def test_ssim_of_constant_images_is_the_luminance_term():
     c1 = 0.01 ** 2
     expected = (2 * a * b + c1) / (a * a + b * b + c1)  # no variance: the contrast-structure term is 1
     assert L.ssim(pred, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_float64_filter_equals_the_depthwise_convolution():
+    # float64 (the evaluation scripts' SSIM) filters by shifted sums; float32 (training)
+    # by torch's depthwise convolution: both the same separable 'valid' Gaussian filter
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 37, 29, generator=g, dtype=torch.float64)
+    window = L._gaussian_window(11, 1.5, x)
+    c = x.shape[1]
+    ref = F.conv2d(x, window.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    ref = F.conv2d(ref, window.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    out = L._filter(x, window)
+    assert out.shape == ref.shape == (2, 3, 27, 19)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-14)
+    y = torch.rand(2, 3, 37, 29, generator=g, dtype=torch.float64)
+    assert L.ssim(x, y).item() == pytest.approx(L.ssim(x.float(), y.float()).item(), abs=1e-6)
 
 
 @pytest.mark.parametrize("size", [32, 256])

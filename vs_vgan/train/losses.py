@@ -130,7 +130,19 @@ def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tenso
 
 
 def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable depthwise Gaussian filter without padding ('valid')."""
+    """Separable depthwise Gaussian filter without padding ('valid').  In float64 (the
+    evaluation scripts' SSIM) as sums of shifted slices: torch's CPU float64 depthwise
+    convolution takes a slow path, four times as slow at 720p."""
+    if x.dtype == torch.float64:
+        k = g.numel()
+        width, height = x.shape[-1] - k + 1, x.shape[-2] - k + 1
+        rows = g[0] * x[..., :, :width]
+        for i in range(1, k):
+            rows = rows + g[i] * x[..., :, i:i + width]
+        out = g[0] * rows[..., :height, :]
+        for i in range(1, k):
+            out = out + g[i] * rows[..., i:i + height, :]
+        return out
     c = x.shape[1]
     x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
