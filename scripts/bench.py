@@ -153,12 +153,19 @@ def make_source(clip: str, width: int, height: int, frames: int, work: Path, ffm
     return dest
 
 
+#: --weights: (path, analysis_pixels) of the candidate that vs_vgan settings without a
+#: "model" run (bench.vpy builds its ModelSpec: vs_vgan.models.loader.exported_spec)
+CANDIDATE: tuple[str, int] | None = None
+
+
 def vspipe_run(vspipe: str, src: Path, method: str, rate: Fraction, frames: int, kw: dict | None = None,
                probe: Path | None = None, profile: bool = False) -> dict:
     cmd = [vspipe, "-c", "y4m", "-a", f"src={src}", "-a", f"method={method}", "-a", f"num={rate.numerator}",
            "-a", f"den={rate.denominator}", "-a", f"frames={frames}"]
     if kw:
         cmd += ["-a", f"kw={json.dumps(kw)}"]
+    if CANDIDATE is not None and method == "vgan" and "model" not in (kw or {}):
+        cmd += ["-a", f"weights={CANDIDATE[0]}", "-a", f"analysis_pixels={CANDIDATE[1]}"]
     if probe is not None:
         cmd += ["-a", f"probe={probe}"]
     if profile:
@@ -287,17 +294,21 @@ def cluster_table(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------------- model only
 def model_only(size: tuple[int, int], device: str, precision: str, iters: int) -> dict:
-    """Per-stage milliseconds of the default model on random RGB tensors of ``size``."""
+    """Per-stage milliseconds of the default model (the --weights candidate, at the scale
+    its ``scale=None`` takes for ``size``) on random RGB tensors of ``size``."""
     import torch
 
     from vs_vgan import devices
     from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, get_spec, load_model
+    from vs_vgan.models.loader import exported_spec
 
     dev = devices.resolve_device(device, func="bench")
     dtype = devices.resolve_dtype(precision, device=dev, func="bench")
-    net = load_model(get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="bench"), dev, dtype,
-                     func="bench")
+    spec = (exported_spec(*CANDIDATE) if CANDIDATE is not None
+            else get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="bench"))
+    net = load_model(spec, dev, dtype, func="bench")
     w, h = size
+    scale = spec.default_scale(w, h)
     gen = torch.Generator(device="cpu").manual_seed(0)
     x0, x1 = (torch.rand((1, 3, h, w), generator=gen).to(dev, dtype) for _ in range(2))
     t = torch.full((1, 1, 1, 1), 0.5, device=dev, dtype=dtype)
@@ -312,12 +323,13 @@ def model_only(size: tuple[int, int], device: str, precision: str, iters: int) -
         return (time.perf_counter() - t0) / iters * 1e3
 
     with torch.inference_mode():
-        a, b = net.prepare(x0), net.prepare(x1)
+        a, b = net.prepare(x0, scale), net.prepare(x1, scale)
         state = net.pair(a, b)
-        ms = dict(prepare_ms=timed(lambda: net.prepare(x0)), pair_ms=timed(lambda: net.pair(a, b)),
+        ms = dict(prepare_ms=timed(lambda: net.prepare(x0, scale)), pair_ms=timed(lambda: net.pair(a, b)),
                   synthesize_ms=timed(lambda: net.synthesize(state, t)))
     total = sum(ms.values())
     return {**{k: round(v, 3) for k, v in ms.items()}, "synthesized_fps": round(1e3 / total, 2),
+            "model": spec.name, "scale": scale,
             "dtype": str(dtype).replace("torch.", ""), "device": str(dev), "torch_threads": torch.get_num_threads()}
 
 
@@ -373,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16 (vs_vgan and model-only)")
     ap.add_argument("--vgan", action="append", default=[], metavar="NAME=JSON",
                     help="a vs_vgan.interpolate setting (repeatable); default: default, scale0.5, scale0.25")
+    ap.add_argument("--weights", help="time this safetensors file (from train_interp.py --export) as the model of "
+                    "every vs_vgan setting that names none, and in the model-only figures: for candidates before "
+                    "they ship")
+    ap.add_argument("--analysis-pixels", type=int, default=0, help="with --weights: the candidate's "
+                    "ModelSpec.analysis_pixels (the frame area it analyses at scale=None; 0: scale=None is 1.0)")
     ap.add_argument("--peers", default="mvflow,minterp,source", help="peer methods, comma separated ('' for none)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per method, taken in turns round the methods; the best is kept")
@@ -391,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="folder for the prepared sources (default: a temporary one)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    global CANDIDATE
+    if a.analysis_pixels and not a.weights:
+        raise SystemExit("bench: --analysis-pixels is for the candidate of --weights")
+    if a.weights:
+        if not Path(a.weights).is_file():
+            raise SystemExit(f"bench: --weights {a.weights}: no such file")
+        CANDIDATE = (str(Path(a.weights).resolve()), a.analysis_pixels)
 
     from vs_vgan import devices
     from vs_vgan.ffmpeg import find_ffmpeg
@@ -419,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     meta = machine(a.device, a.precision, ffmpeg)
     meta.update(clip=os.path.basename(a.clip), source_frames=frames)
+    if CANDIDATE is not None:
+        from vs_vgan.models.loader import file_sha256
+
+        meta.update(weights=CANDIDATE[0], weights_sha256=file_sha256(Path(CANDIDATE[0])),
+                    analysis_pixels=CANDIDATE[1])
     log(f"{meta['device_name']} ({meta['device']}, {meta['dtype']}), {meta['cores']} cores, "
         f"core.num_threads {meta['core_threads']}, torch {meta['torch']}, VapourSynth {meta['vapoursynth']}")
     report: dict = {"meta": meta}

@@ -103,23 +103,11 @@ def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def candidate_spec(path: str, analysis_pixels: int = 0):
-    """A ModelSpec for a generator exported by train_interp.py / train_predict.py (kwargs
-    and task from its metadata; ``analysis_pixels`` as ModelSpec's: what scale=None then
-    chooses)."""
-    from safetensors import safe_open
+    """A ModelSpec for a generator exported by train_interp.py / train_predict.py
+    (:func:`vs_vgan.models.loader.exported_spec`)."""
+    from vs_vgan.models.loader import exported_spec
 
-    from vs_vgan.models import ModelSpec
-    from vs_vgan.models.flownet import FlowInterpolator
-    from vs_vgan.models.loader import file_sha256
-
-    path = str(Path(path).resolve())
-    with safe_open(path, "pt") as fh:
-        config = json.loads(fh.metadata()["config"])
-    kwargs, task = config["model"], config.get("task", "interpolate")
-    modulo = FlowInterpolator(**kwargs).modulo
-    return ModelSpec(name=Path(path).stem, task=task, arch="flow-predict" if task == "predict" else "flow",
-                     kwargs=kwargs, weights=path, sha256=file_sha256(Path(path)), modulo=modulo,
-                     analysis_pixels=analysis_pixels)
+    return exported_spec(path, analysis_pixels)
 
 
 def log(msg: str) -> None:

@@ -106,3 +106,31 @@ def test_bench_cluster_times_one_machine_against_a_local_cluster(clip, tmp_path)
     assert row["chunk_overhead_s"]["mean"] > 0 and row["worker_s_per_frame"] > 0
     assert row["job_s"]["connect_s"] > 0 and row["job_s"]["join_s"] > 0
     assert "| 86x48 | 16 |" in r.stdout
+
+
+def test_bench_times_a_candidate_of_weights(clip, tmp_path):
+    """--weights: an exported generator (here a tiny grown one) is the model of the vs_vgan
+    settings that name none and of the model-only figures, at its scale=None."""
+    from safetensors.torch import save_file
+
+    from conftest import TINY_FLOW_KWARGS, seeded_state_dict
+    from vs_vgan.models.flownet import FlowInterpolator
+
+    kwargs = {**TINY_FLOW_KWARGS, "radius": [1, 1], "convex": True}
+    weights = tmp_path / "cand.safetensors"
+    save_file(seeded_state_dict(FlowInterpolator(**kwargs), 3), str(weights),
+              metadata={"step": "1", "config": json.dumps({"task": "interpolate", "model": kwargs})})
+    out = tmp_path / "bench.json"
+    r = bench("--clip", str(clip), "--sizes", "64", "--frames", "8", "--device", "cpu", "--conversions", "2x",
+              "--vgan", "cand={}", "--vgan", 'blend={"model": "blend"}', "--peers", "", "--no-bridge",
+              "--model-iters", "1", "--weights", str(weights), "--analysis-pixels", "1000",
+              "--work", str(tmp_path / "work"), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["meta"]["weights"] == str(weights.resolve()) and report["meta"]["analysis_pixels"] == 1000
+    assert {row["method"] for row in report["rows"]} == {"cand", "blend"}
+    assert all(row["fps"] > 0 for row in report["rows"])
+    model = report["model"][0]
+    assert model["model"] == "cand" and model["scale"] == 0.25  # 114x64 at 0.25 is 456 pixels <= 1000
+    refused = bench("--clip", str(clip), "--analysis-pixels", "5")
+    assert refused.returncode != 0 and "--analysis-pixels is for the candidate" in refused.stderr

@@ -77,6 +77,37 @@ def test_generator_and_discriminator_steps_change_their_networks():
     assert any(not torch.equal(a, b) for a, b in zip(d0, tr.disc.parameters()))
 
 
+def test_the_discriminator_judges_one_window_per_step():
+    """disc_crop: the three frames cut to one window, the same for the real and the
+    generated frame of a step (from (seed, step)), another at another step, and the whole
+    crop without it; both adversarial steps run on it."""
+    tr = Trainer(tiny_config(disc_crop=16))
+    batch = make_batch(np.random.default_rng(1))
+    fake = torch.rand_like(batch["gt"])
+    real_frames = loop._disc_frames(tr, batch, batch["gt"])
+    fake_frames = loop._disc_frames(tr, batch, fake)
+    assert [tuple(f.shape[-2:]) for f in real_frames + fake_frames] == [(16, 16)] * 6
+    windows = set()
+    for step in range(8):
+        tr.step = step
+        cut = loop._disc_frames(tr, batch, fake)
+        assert torch.equal(cut[0], loop._disc_frames(tr, batch, fake)[0])  # fixed by the step
+        hits = [(y, x) for y in range(17) for x in range(17)
+                if torch.equal(batch["img0"][..., y:y + 16, x:x + 16], cut[0])]
+        assert len(hits) == 1 and torch.equal(fake[..., hits[0][0]:hits[0][0] + 16, hits[0][1]:hits[0][1] + 16],
+                                              cut[1])
+        windows.add(hits[0])
+    assert len(windows) > 1
+    tr.step = tr.cfg.warmup_steps
+    parts = g_step(tr, batch)
+    assert {"adv_g", "fm"} <= set(parts)
+    assert np.isfinite(d_step(tr, batch, tr.last_fake)["adv_d"])
+    whole = Trainer(tiny_config())
+    assert [tuple(f.shape[-2:]) for f in loop._disc_frames(whole, batch, fake)] == [(32, 32)] * 3
+    with pytest.raises(ValueError, match="disc_crop"):
+        tiny_config(disc_crop=64)
+
+
 def test_two_phases_run_and_checkpoint(tmp_path):
     tr = Trainer(tiny_config())
     train(tr, make_batch, tmp_path, val_batches=[make_batch(np.random.default_rng(9))])

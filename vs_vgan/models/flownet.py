@@ -37,7 +37,8 @@ from torch import nn
 
 from .contract import Capabilities
 
-__all__ = ["FlowInterpolator", "FrameAnalysis", "PairState", "warp", "correlation", "SCALES"]
+__all__ = ["FlowInterpolator", "FrameAnalysis", "PairState", "warp", "correlation", "convex_upsample", "grow_state",
+           "SCALES"]
 
 # analysis scales the generator accepts (powers of two keep the pyramid exact)
 SCALES = (1.0, 0.5, 0.25)
@@ -193,6 +194,54 @@ def _resize_flow(flow: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return out * scale.view(1, -1, 1, 1)
 
 
+def _bilinear_logits(s: int, floor: float = 1e-4) -> torch.Tensor:
+    """Logits ``(9 * s * s,)`` (channel ``k * s * s + i * s + j``: neighbour ``k`` of the
+    3x3, row-major, for output phase ``(i, j)``) whose softmax is the bilinear enlargement
+    by ``s`` (align_corners=False), within ``floor`` for the neighbours it does not use."""
+    one = torch.zeros(s, 3, dtype=torch.float64)
+    for p in range(s):
+        d = (2 * p + 1 - s) / (2 * s)
+        one[p, 1] = 1 - abs(d)
+        one[p, 0 if d < 0 else 2] = abs(d)
+    w = one[:, None, :, None] * one[None, :, None, :]  # (i, j, ky, kx)
+    return (w + floor).log().permute(2, 3, 0, 1).reshape(-1).float()
+
+
+def convex_upsample(flow: torch.Tensor, logits: torch.Tensor, s: int) -> torch.Tensor:
+    """``flow`` ``(B, C, h, w)`` enlarged ``s`` times, each output pixel the softmax-weighted
+    sum of the 3x3 input pixels around its own (edges replicated); ``logits``
+    ``(B, 9 * s * s, h, w)`` as :func:`_bilinear_logits` lays them out.  Vectors keep their
+    units."""
+    b, c, h, w = flow.shape
+    weights = logits.view(b, 9, 1, s, s, h, w).softmax(1)
+    padded = F.pad(flow, (1, 1, 1, 1), mode="replicate")
+    up = None
+    for k in range(9):  # a sum of nine broadcast products: far faster on the CPU than einsum's layout
+        nb = padded[:, :, k // 3:k // 3 + h, k % 3:k % 3 + w].reshape(b, c, 1, 1, h, w)
+        term = weights[:, k] * nb
+        up = term if up is None else up + term
+    assert up is not None
+    return up.permute(0, 1, 4, 2, 5, 3).reshape(b, c, h * s, w * s)
+
+
+def grow_state(net: nn.Module, params: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``params`` of a smaller configuration of ``net``'s architecture (no level-0
+    radius, no ``convex``) into ``net``: every tensor of ``params`` must fit one of
+    ``net``'s, and what ``params`` lacks keeps ``net``'s initialisation, which leaves the
+    output unchanged (the new flow head and the convex weights start neutral).  Returns the
+    names of the parameters it did not have; ValueError for a tensor ``net`` has not, or
+    of another shape."""
+    own = net.state_dict()
+    extra = sorted(k for k in params if k not in own)
+    shapes = sorted(k for k in params if k in own and tuple(params[k].shape) != tuple(own[k].shape))
+    if extra or shapes:
+        raise ValueError(f"grow_state: the weights do not fit a smaller configuration of this network: "
+                         f"unknown {extra[:5]}, other shapes {shapes[:5]}")
+    missing = sorted(k for k in own if k not in params)
+    net.load_state_dict({**own, **params})
+    return missing
+
+
 class _FlowLevel(nn.Module):
     """Flow residual from (cost volume, query features, current flow) at one level."""
 
@@ -214,7 +263,14 @@ class FlowInterpolator(nn.Module):
     """``channels``: feature width per pyramid level (its length sets the depth);
     ``radius``: cost-volume radius per level, 0 for none (only level 0 may have none: its
     flow is refined by the synthesis network); ``stem``: level 0's downsampling (1, 2 or
-    4); ``synth``: width of the synthesis network."""
+    4); ``synth``: width of the synthesis network; ``convex``: the flows from ``t`` leave
+    the synthesis network at the analysed size, each pixel a learned convex combination
+    of the 3x3 level-0 flows around it (RAFT's upsampling: motion edges follow the image
+    within a level-0 pixel), instead of a bilinear enlargement in :meth:`render`.
+
+    Both additions, a level-0 radius and ``convex``, start as the network without them
+    (zero flow residual; convex weights equal to the bilinear ones), so a model of the
+    smaller configuration grows into them (:func:`grow_state`)."""
 
     #: True for subclasses that synthesize outside the pair (t > 1): the blend weight is
     #: then the network's own, without the visibility prior of t.
@@ -222,7 +278,7 @@ class FlowInterpolator(nn.Module):
     capabilities = Capabilities(pair_state=True, frame_analysis=True, planar=True)
 
     def __init__(self, channels: Sequence[int] = (16, 32, 48, 64), radius: Sequence[int] = (0, 2, 3, 4),
-                 stem: int = 4, synth: int = 24) -> None:
+                 stem: int = 4, synth: int = 24, convex: bool = False) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         radius = tuple(int(r) for r in radius)
@@ -234,6 +290,7 @@ class FlowInterpolator(nn.Module):
         if any(r < 0 for r in radius) or any(r == 0 for r in radius[1:]):
             raise ValueError(f"FlowInterpolator: radius must be >= 0, and > 0 above level 0; got {radius}")
         self.channels, self.radius, self.stem, self.synth = channels, radius, stem, synth
+        self.convex = bool(convex)
         self.modulo = stem * 2 ** len(channels)
         c0 = channels[0]
         stem_conv = _conv(3, c0, kernel=3) if stem == 1 else nn.Sequential(nn.Conv2d(3, c0, stem, stem), nn.LeakyReLU(0.1, inplace=True))
@@ -255,6 +312,13 @@ class FlowInterpolator(nn.Module):
         nn.init.zeros_(self.synth_out.weight)
         assert self.synth_out.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.synth_out.bias)
+        if self.convex:
+            # 9 logits per analysed pixel (the 3x3 level-0 neighbours), starting at bilinear
+            self.synth_up = nn.Conv2d(synth, 9 * stem * stem, 1)
+            nn.init.zeros_(self.synth_up.weight)
+            assert self.synth_up.bias is not None
+            with torch.no_grad():
+                self.synth_up.bias.copy_(_bilinear_logits(stem))
         self._grids: dict[tuple[object, ...], torch.Tensor] = {}  # identity sampling grids by size (not parameters)
 
     def modulo_for(self, scale: float) -> int:
@@ -343,7 +407,8 @@ class FlowInterpolator(nn.Module):
     # ------------------------------------------------------------------ per t
     def fields(self, state: PairState, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The synthesis network at ``t``: flows from the frame at ``t`` to both ends
-        ``(B, 4, h0, w0)`` (level-0 pixels) and ``(B, 4, hf, wf)`` blend logit and RGB
+        ``(B, 4, h0, w0)`` in level-0 pixels (with ``convex``, on the analysed grid
+        ``(B, 4, hf, wf)``, still in level-0 pixels) and ``(B, 4, hf, wf)`` blend logit and RGB
         residual at the analysed (padded) size, for :meth:`render`."""
         flows = state.flows
         t = t.to(flows.dtype)
@@ -356,9 +421,13 @@ class FlowInterpolator(nn.Module):
         x = torch.cat((w0[:, :c0], w1[:, :c0], w0[:, c0:], w1[:, c0:], ft0, ft1, t.expand(-1, 1, *low)), 1)
         skip = self.synth_in(x)
         y = F.interpolate(self.synth_down(skip), size=low, mode="bilinear", align_corners=False)
-        out = self.synth_out(self.synth_merge(torch.cat((skip, y), 1)))
+        merged = self.synth_merge(torch.cat((skip, y), 1))
+        out = self.synth_out(merged)
         fine = F.pixel_shuffle(out[:, 4:], self.stem) if self.stem > 1 else out[:, 4:]
-        return torch.cat((ft0, ft1), 1) + out[:, :4], fine
+        flows_t = torch.cat((ft0, ft1), 1) + out[:, :4]
+        if self.convex:
+            flows_t = convex_upsample(flows_t, self.synth_up(merged), self.stem)
+        return flows_t, fine
 
     def synthesize(self, state: PairState, t: torch.Tensor) -> torch.Tensor:
         """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair, at

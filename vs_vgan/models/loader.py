@@ -23,7 +23,7 @@ import torch
 
 from .registry import ARCHITECTURES, TORCH_STATE_READERS, ModelSpec
 
-__all__ = ["load_model", "weights_path", "file_sha256", "rife", "RIFE_VERSIONS", "RifeVersion"]
+__all__ = ["load_model", "weights_path", "file_sha256", "rife", "exported_spec", "RIFE_VERSIONS", "RifeVersion"]
 
 _hash_lock = threading.Lock()
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -116,6 +116,29 @@ def rife(path: str | os.PathLike[str], version: RifeVersion | None = None, *, fu
 
 
 _rife_layouts: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+
+def exported_spec(path: str | os.PathLike[str], analysis_pixels: int = 0) -> ModelSpec:
+    """The :class:`ModelSpec` of a generator exported by ``scripts/train_interp.py --export``
+    (or ``train_predict.py``): its architecture's kwargs and task from the file's metadata,
+    named after the file; ``analysis_pixels`` as ModelSpec's (what ``scale=None`` then
+    chooses).  For candidates scored and timed before they ship (``scripts/eval_interp.py``
+    and ``scripts/bench.py`` ``--weights``).  ValueError for a file without that metadata."""
+    from safetensors import safe_open
+
+    full = Path(path).expanduser().resolve()
+    with safe_open(str(full), "pt") as fh:
+        meta = fh.metadata() or {}
+    if "config" not in meta:
+        raise ValueError(f"exported_spec: {full} has no training config in its metadata (not written by "
+                         "train_interp.py --export)")
+    config = json.loads(meta["config"])
+    kwargs, task = config["model"], config.get("task", "interpolate")
+    arch = "flow-predict" if task == "predict" else "flow"
+    modulo = getattr(_build(_architecture(arch), ModelSpec(name=full.stem, task=task, arch=arch, kwargs=kwargs),
+                            "exported_spec"), "modulo", 1)
+    return ModelSpec(name=full.stem, task=task, arch=arch, kwargs=kwargs, weights=str(full),
+                     sha256=file_sha256(full), modulo=modulo, analysis_pixels=analysis_pixels)
 
 
 def load_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, *, func: str = "interpolate") -> torch.nn.Module:

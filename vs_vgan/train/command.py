@@ -209,6 +209,9 @@ def _parser(task: str, doc: str | None, out: str) -> argparse.ArgumentParser:
     init = INIT_MODEL.get(task)
     ap.add_argument("--init", help="start a new run's generator from these safetensors weights"
                     + (f" (default: the shipped {init} model; 'none' for random)" if init else ""))
+    ap.add_argument("--grow", action="store_true",
+                    help="with --init: the weights may be of a smaller configuration of the generator (no level-0 "
+                    "radius, no convex upsampling); the new parts start neutral, so the run starts from their output")
     ap.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "DEST"),
                     help="write CHECKPOINT's EMA generator to DEST (safetensors) and print its sha256")
     return ap
@@ -257,8 +260,12 @@ def main(argv: Sequence[str] | None = None, *, task: str = "interpolate", doc: s
             assert shipped is not None  # the models of INIT_MODEL ship their weights
             init = str(weights_path(shipped))
         if init and init != "none":
-            tr.init_from(init)
-            log.info("generator initialised from %s", init)
+            new = tr.init_from(init, grow=a.grow)
+            log.info("generator initialised from %s%s", init,
+                     f" (grown: {len(new)} new tensors, {', '.join(sorted({n.rsplit('.', 1)[0] for n in new}))})"
+                     if new else "")
+        elif a.grow:
+            ap.error("--grow needs --init WEIGHTS")
     cfg = tr.cfg
     log.info("config %s", json.dumps(cfg.to_dict()))
     log.info("generator %d parameters, discriminator %d", sum(p.numel() for p in tr.net.parameters()),

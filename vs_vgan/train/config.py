@@ -101,6 +101,10 @@ class TrainConfig:
     w_adv: float = 0.005
     w_fm: float = 0.05
     adv_ramp: int = 500           # steps over which w_adv and w_fm ramp up from 0
+    # > 0: the discriminator judges one random disc_crop x disc_crop window of the crop per
+    # step (the same window of the real and the generated frame, in the generator's and the
+    # discriminator's step), not the whole crop: a quarter of its cost at half the side
+    disc_crop: int = 0
     # data
     data_root: str = ""
     cache_dir: str = ""
@@ -135,6 +139,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: warmup_steps must be in [0, steps]; got {self.warmup_steps} of {self.steps}")
         if self.batch < 1 or self.crop < 16:
             raise ValueError(f"TrainConfig: batch >= 1 and crop >= 16 needed; got {self.batch}, {self.crop}")
+        if self.disc_crop and not 16 <= self.disc_crop <= self.crop:
+            raise ValueError(f"TrainConfig: disc_crop must be 0 (the whole crop) or in [16, crop={self.crop}]; "
+                             f"got {self.disc_crop}")
         if not 0.0 <= self.p_synthetic <= 1.0:
             raise ValueError(f"TrainConfig: p_synthetic must be in [0, 1]; got {self.p_synthetic}")
         scales = self.analysis_scales

@@ -82,6 +82,9 @@ class Trainer:
         arch = FlowPredictor if cfg.task == "predict" else FlowInterpolator
         assert cfg.model is not None  # filled in by TrainConfig
         self.net = arch(**cfg.model).to(self.device)
+        if cfg.teacher and getattr(self.net, "convex", False):
+            raise ValueError("TrainConfig: the teacher's flow targets are compared at level 0; a convex generator's "
+                             "flows are at the analysed size (teacher and model.convex can't go together yet)")
         if cfg.crop % self.net.modulo:
             raise ValueError(f"TrainConfig: crop must be a multiple of the generator's modulo {self.net.modulo}; got {cfg.crop}")
         self.ema = copy.deepcopy(self.net).eval()
@@ -102,14 +105,24 @@ class Trainer:
         #: None before it is chosen and in checkpoints older than held-out validation
         self.validation: dict[str, Any] | None = None
 
-    def init_from(self, weights: str | os.PathLike[str]) -> None:
+    def init_from(self, weights: str | os.PathLike[str], *, grow: bool = False) -> list[str]:
         """Start the generator (and its EMA) from a safetensors file of the same
-        architecture family, e.g. the interpolation model for a predictor."""
+        architecture family, e.g. the interpolation model for a predictor.  ``grow``: the
+        file may hold a smaller configuration of the generator (no level-0 radius, no
+        ``convex``), whose output the grown one starts from (:func:`grow_state`).  Returns
+        the names of the parameters the file did not have (none without ``grow``)."""
         from safetensors.torch import load_file
 
+        from ..models.flownet import grow_state
+
         params = load_file(str(weights))
-        self.net.load_state_dict(params)
-        self.ema.load_state_dict(params)
+        if not grow:
+            self.net.load_state_dict(params)
+            self.ema.load_state_dict(params)
+            return []
+        new = grow_state(self.net, params)
+        self.ema.load_state_dict(self.net.state_dict())
+        return new
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -216,11 +229,23 @@ def teacher_flow_loss(flows_t: torch.Tensor, teacher_t0: torch.Tensor, teacher_t
     return L.charbonnier(flows_t[..., :lh, :lw] * ratio, target)
 
 
-def _disc_frames(net: FlowInterpolator, batch: Batch, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The three frames the temporal discriminator judges, in time order."""
-    if isinstance(net, FlowPredictor):
-        return batch["img0"], batch["img1"], candidate
-    return batch["img0"], candidate, batch["img1"]
+#: The third seed word of the discriminator's window (cfg.disc_crop): (seed, step, DISC_RNG).
+DISC_RNG = 7_919
+
+
+def _disc_frames(tr: Trainer, batch: Batch, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The three frames the temporal discriminator judges, in time order, cut to the
+    step's window when ``cfg.disc_crop`` is set (the same window for the real and the
+    generated candidate of a step: drawn from (seed, step))."""
+    frames = ((batch["img0"], batch["img1"], candidate) if isinstance(tr.net, FlowPredictor)
+              else (batch["img0"], candidate, batch["img1"]))
+    size = tr.cfg.disc_crop
+    h, w = candidate.shape[-2:]
+    if not size or (size >= h and size >= w):
+        return frames
+    rng = np.random.default_rng([tr.cfg.seed, tr.step, DISC_RNG])
+    y, x = int(rng.integers(0, max(h - size, 0) + 1)), int(rng.integers(0, max(w - size, 0) + 1))
+    return tuple(f[..., y:y + size, x:x + size] for f in frames)
 
 
 def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
@@ -264,8 +289,8 @@ def g_step(tr: Trainer, batch: Batch) -> dict[str, float]:
     if w > 0:
         for p in tr.disc.parameters():
             p.requires_grad_(False)
-        real_logits, real_feats = tr.disc(*_disc_frames(net, batch, gt))
-        fake_logits, fake_feats = tr.disc(*_disc_frames(net, batch, pred))
+        real_logits, real_feats = tr.disc(*_disc_frames(tr, batch, gt))
+        fake_logits, fake_feats = tr.disc(*_disc_frames(tr, batch, pred))
         adv = _adv_g(cfg, [r.detach() for r in real_logits], fake_logits)
         fm = L.feature_matching(real_feats, fake_feats)
         total = total + w * (cfg.w_adv * adv + cfg.w_fm * fm)
@@ -293,8 +318,8 @@ def d_step(tr: Trainer, batch: Batch, fake: torch.Tensor | None = None) -> dict[
         with torch.no_grad():
             tr.net.eval()
             fake, _ = generate(tr.net, batch, tr.cfg.scale_at(tr.step))
-    real_logits, _ = tr.disc(*_disc_frames(tr.net, batch, batch["gt"]))
-    fake_logits, _ = tr.disc(*_disc_frames(tr.net, batch, fake))
+    real_logits, _ = tr.disc(*_disc_frames(tr, batch, batch["gt"]))
+    fake_logits, _ = tr.disc(*_disc_frames(tr, batch, fake))
     loss = _adv_d(tr.cfg, real_logits, fake_logits)
     tr.opt_d.zero_grad(set_to_none=True)
     loss.backward()
