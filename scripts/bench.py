@@ -65,6 +65,10 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover  (vs_vgan is imported where it is needed)
+    from vs_vgan.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 VPY = ROOT / "scripts" / "bench.vpy"
@@ -153,9 +157,9 @@ def make_source(clip: str, width: int, height: int, frames: int, work: Path, ffm
     return dest
 
 
-#: --weights: (path, analysis_pixels) of the candidate that vs_vgan settings without a
-#: "model" run (bench.vpy builds its ModelSpec: vs_vgan.models.loader.exported_spec)
-CANDIDATE: tuple[str, int] | None = None
+#: --weights: the candidate (vs_vgan.models.loader.exported_spec) that vs_vgan settings
+#: without a "model" run; bench.vpy builds the same spec from its path and analysis_pixels
+CANDIDATE: ModelSpec | None = None
 
 
 def vspipe_run(vspipe: str, src: Path, method: str, rate: Fraction, frames: int, kw: dict | None = None,
@@ -165,7 +169,7 @@ def vspipe_run(vspipe: str, src: Path, method: str, rate: Fraction, frames: int,
     if kw:
         cmd += ["-a", f"kw={json.dumps(kw)}"]
     if CANDIDATE is not None and method == "vgan" and "model" not in (kw or {}):
-        cmd += ["-a", f"weights={CANDIDATE[0]}", "-a", f"analysis_pixels={CANDIDATE[1]}"]
+        cmd += ["-a", f"weights={CANDIDATE.weights}", "-a", f"analysis_pixels={CANDIDATE.analysis_pixels}"]
     if probe is not None:
         cmd += ["-a", f"probe={probe}"]
     if profile:
@@ -300,12 +304,10 @@ def model_only(size: tuple[int, int], device: str, precision: str, iters: int) -
 
     from vs_vgan import devices
     from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, get_spec, load_model
-    from vs_vgan.models.loader import exported_spec
 
     dev = devices.resolve_device(device, func="bench")
     dtype = devices.resolve_dtype(precision, device=dev, func="bench")
-    spec = (exported_spec(*CANDIDATE) if CANDIDATE is not None
-            else get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="bench"))
+    spec = CANDIDATE or get_spec(DEFAULT_INTERPOLATION_MODEL, task="interpolate", func="bench")
     net = load_model(spec, dev, dtype, func="bench")
     w, h = size
     scale = spec.default_scale(w, h)
@@ -414,7 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.weights:
         if not Path(a.weights).is_file():
             raise SystemExit(f"bench: --weights {a.weights}: no such file")
-        CANDIDATE = (str(Path(a.weights).resolve()), a.analysis_pixels)
+        from vs_vgan.models.loader import exported_spec
+
+        try:
+            CANDIDATE = exported_spec(a.weights, a.analysis_pixels)
+        except ValueError as exc:
+            raise SystemExit(f"bench: --weights {a.weights}: {exc}") from None
 
     from vs_vgan import devices
     from vs_vgan.ffmpeg import find_ffmpeg
@@ -444,10 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine(a.device, a.precision, ffmpeg)
     meta.update(clip=os.path.basename(a.clip), source_frames=frames)
     if CANDIDATE is not None:
-        from vs_vgan.models.loader import file_sha256
-
-        meta.update(weights=CANDIDATE[0], weights_sha256=file_sha256(Path(CANDIDATE[0])),
-                    analysis_pixels=CANDIDATE[1])
+        meta.update(weights=CANDIDATE.weights, weights_sha256=CANDIDATE.sha256,
+                    analysis_pixels=CANDIDATE.analysis_pixels)
     log(f"{meta['device_name']} ({meta['device']}, {meta['dtype']}), {meta['cores']} cores, "
         f"core.num_threads {meta['core_threads']}, torch {meta['torch']}, VapourSynth {meta['vapoursynth']}")
     report: dict = {"meta": meta}

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_interp import bench_ffmpeg_on_path, candidate_spec, load_bench  # noqa: E402
+from eval_interp import bench_ffmpeg_on_path, load_bench  # noqa: E402
 
 PEERS = ("dup", "blend", "mvflow", "minterp")
 LABELS = {"gt": "ground truth", "dup": "repeat", "blend": "blend", "mvflow": "MVTools", "minterp": "minterpolate"}
@@ -396,7 +396,9 @@ def build_methods(a) -> list[Method]:
     if a.weights:
         if not Path(a.weights).is_file():
             raise SystemExit(f"compare: --weights {a.weights!r} is not a file")
-        spec = candidate_spec(a.weights)
+        from vs_vgan.models.loader import exported_spec
+
+        spec = exported_spec(a.weights)
         vgan = [Method(m.name, {"model": spec, **m.kw}) if "model" not in m.kw else m for m in vgan]
     methods += vgan
     if a.rife:

@@ -102,14 +102,6 @@ def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return float(ssim(x, y))
 
 
-def candidate_spec(path: str, analysis_pixels: int = 0):
-    """A ModelSpec for a generator exported by train_interp.py / train_predict.py
-    (:func:`vs_vgan.models.loader.exported_spec`)."""
-    from vs_vgan.models.loader import exported_spec
-
-    return exported_spec(path, analysis_pixels)
-
-
 def log(msg: str) -> None:
     print(f"eval_interp: {msg}", file=sys.stderr, flush=True)
 
@@ -254,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.analysis_pixels and not a.weights:
         raise SystemExit("eval_interp: --analysis-pixels is for the candidate of --weights")
     if a.weights:
-        spec = candidate_spec(a.weights, a.analysis_pixels)
+        from vs_vgan.models.loader import exported_spec
+
+        spec = exported_spec(a.weights, a.analysis_pixels)
         methods = [(n, {"model": spec, **kw} if kw is not None and "model" not in kw else kw) for n, kw in methods]
     bench = Path(a.bench)
     hb = load_bench(bench / "heldout.py", "vgan_bench_heldout")

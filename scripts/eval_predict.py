@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_interp import candidate_spec, load_bench  # noqa: E402
+from eval_interp import load_bench  # noqa: E402
 from vmaf import Vmaf, open_vmaf, run_batch  # noqa: E402
 
 
@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kw = json.loads(a.kw)
     if a.weights:
-        kw["model"] = candidate_spec(a.weights)
+        from vs_vgan.models.loader import exported_spec
+
+        kw["model"] = exported_spec(a.weights)
     elif a.model:
         kw["model"] = a.model
     vmaf = None if a.no_vmaf else open_vmaf(log)

@@ -142,6 +142,23 @@ def seeded_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch
     return state
 
 
+def assert_planar_luma_is_rgb_luma(net, a: torch.Tensor, b: torch.Tensor,
+                                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp, blend and residual are linear in the image: rendering a luma plane of frames
+    ``a``, ``b`` (kept clear of the clamp) with the luma row as the residual mix gives the
+    luma of the RGB output.  Returns the ``fields`` it rendered from."""
+    row = torch.tensor([[0.2126, 0.7152, 0.0722]])
+    luma = lambda x: (x * row.view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
+    t = torch.full((1, 1, 1, 1), 0.3)
+    with torch.inference_mode():
+        state = net.encode(a, b, scale)
+        rgb = net.synthesize(state, t)
+        flows_t, fine = net.fields(state, t)
+        y = net.render(flows_t, fine, t, scale, luma(a), luma(b), size=a.shape[-2:], mix=row, bounds=(-10.0, 10.0))
+    torch.testing.assert_close(y, luma(rgb), atol=1e-4, rtol=0)
+    return flows_t, fine
+
+
 def make_tiny_flow_spec(directory, seed: int = 0, name: str = "tiny-flow", task: str = "interpolate") -> ModelSpec:
     from safetensors.torch import save_file
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_FLOW_KWARGS, seeded_state_dict
+from conftest import TINY_FLOW_KWARGS, assert_planar_luma_is_rgb_luma, seeded_state_dict
 from vs_vgan.models.flownet import FlowInterpolator, _bilinear_logits, convex_upsample, grow_state
 
 GROWN_KWARGS = {**TINY_FLOW_KWARGS, "radius": (1, 1), "convex": True}
@@ -84,25 +84,15 @@ def test_growing_refuses_weights_that_do_not_fit():
         grow_state(big, other.state_dict())
 
 
-def test_grown_planar_render_of_luma_is_the_luma_of_the_rgb_render():
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_grown_planar_render_of_luma_is_the_luma_of_the_rgb_render(scale):
     """The convex flows sit at the analysed size: the planar (per-plane) render takes them
     as the RGB one does."""
     net = FlowInterpolator(**GROWN_KWARGS).eval()
     net.load_state_dict(seeded_state_dict(net, 2))
     a, b = _pair(16, 24)
-    a, b = 0.25 + 0.5 * a, 0.25 + 0.5 * b
-    row = torch.tensor([[0.2126, 0.7152, 0.0722]])
-    luma = lambda x: (x * row.view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
-    t = torch.full((1, 1, 1, 1), 0.3)
-    with torch.inference_mode():
-        for scale in (1.0, 0.5):
-            state = net.encode(a, b, scale)
-            rgb = net.synthesize(state, t)
-            flows_t, fine = net.fields(state, t)
-            assert flows_t.shape[-2:] == fine.shape[-2:]
-            y = net.render(flows_t, fine, t, scale, luma(a), luma(b), size=a.shape[-2:], mix=row,
-                           bounds=(-10.0, 10.0))
-            torch.testing.assert_close(y, luma(rgb), atol=1e-4, rtol=0)
+    flows_t, fine = assert_planar_luma_is_rgb_luma(net, 0.25 + 0.5 * a, 0.25 + 0.5 * b, scale)
+    assert flows_t.shape[-2:] == fine.shape[-2:]
 
 
 def test_trainer_grows_from_smaller_weights_and_refuses_the_teacher(tmp_path):
@@ -154,3 +144,7 @@ def test_exported_spec_reads_the_config_and_refuses_files_without_one(tmp_path):
     assert loaded.convex and loaded.radius == (1, 1)
     with pytest.raises(ValueError, match="no training config"):
         exported_spec(bare)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("not a tensor file")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        exported_spec(junk)

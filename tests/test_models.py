@@ -8,7 +8,7 @@ import vapoursynth as vs
 
 import vs_vgan
 
-from conftest import TINY_FLOW_KWARGS, frame_bytes, make_tiny_flow_spec, moving
+from conftest import TINY_FLOW_KWARGS, assert_planar_luma_is_rgb_luma, frame_bytes, make_tiny_flow_spec, moving
 from vs_vgan.models import DEFAULT_INTERPOLATION_MODEL, REGISTRY, ModelSpec, get_spec, list_models, load_model
 from vs_vgan.models.flownet import FlowInterpolator, correlation, warp
 from vs_vgan.models.loader import weights_path
@@ -213,16 +213,7 @@ def test_planar_render_of_luma_is_the_luma_of_the_rgb_render(tiny_flow, scale):
     luma row as the residual mix gives the luma of the RGB output (where nothing clips)."""
     net = load_model(tiny_flow, CPU, torch.float32)
     a, b = _inputs()
-    a, b = 0.25 + 0.5 * a, 0.25 + 0.5 * b  # keep clear of the clamp
-    row = torch.tensor([[0.2126, 0.7152, 0.0722]])
-    luma = lambda x: (x * row.view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
-    t = torch.full((1, 1, 1, 1), 0.3)
-    with torch.inference_mode():
-        state = net.encode(a, b, scale)
-        rgb = net.synthesize(state, t)
-        flows_t, fine = net.fields(state, t)
-        y = net.render(flows_t, fine, t, scale, luma(a), luma(b), size=a.shape[-2:], mix=row, bounds=(-10.0, 10.0))
-    torch.testing.assert_close(y, luma(rgb), atol=1e-4, rtol=0)
+    assert_planar_luma_is_rgb_luma(net, 0.25 + 0.5 * a, 0.25 + 0.5 * b, scale)  # clear of the clamp
 
 
 def test_prepare_and_pair_equal_encode(tiny_flow):

@@ -123,12 +123,16 @@ def exported_spec(path: str | os.PathLike[str], analysis_pixels: int = 0) -> Mod
     (or ``train_predict.py``): its architecture's kwargs and task from the file's metadata,
     named after the file; ``analysis_pixels`` as ModelSpec's (what ``scale=None`` then
     chooses).  For candidates scored and timed before they ship (``scripts/eval_interp.py``
-    and ``scripts/bench.py`` ``--weights``).  ValueError for a file without that metadata."""
-    from safetensors import safe_open
+    and ``scripts/bench.py`` ``--weights``).  ValueError for a file that is not safetensors
+    or has no such metadata."""
+    from safetensors import SafetensorError, safe_open
 
     full = Path(path).expanduser().resolve()
-    with safe_open(str(full), "pt") as fh:
-        meta = fh.metadata() or {}
+    try:
+        with safe_open(str(full), "pt") as fh:
+            meta = fh.metadata() or {}
+    except SafetensorError as exc:
+        raise ValueError(f"exported_spec: {full} is not a safetensors file ({exc})") from None
     if "config" not in meta:
         raise ValueError(f"exported_spec: {full} has no training config in its metadata (not written by "
                          "train_interp.py --export)")
