@@ -169,7 +169,8 @@ def vspipe_run(vspipe: str, src: Path, method: str, rate: Fraction, frames: int,
     if kw:
         cmd += ["-a", f"kw={json.dumps(kw)}"]
     if CANDIDATE is not None and method == "vgan" and "model" not in (kw or {}):
-        cmd += ["-a", f"weights={CANDIDATE.weights}", "-a", f"analysis_pixels={CANDIDATE.analysis_pixels}"]
+        cmd += ["-a", f"weights={CANDIDATE.weights}", "-a", f"analysis_pixels={CANDIDATE.analysis_pixels}",
+                "-a", f"model_kwargs={json.dumps(dict(CANDIDATE.kwargs))}"]
     if probe is not None:
         cmd += ["-a", f"probe={probe}"]
     if profile:
@@ -390,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="time this safetensors file (from train_interp.py --export) as the model of "
                     "every vs_vgan setting that names none, and in the model-only figures: for candidates before "
                     "they ship")
+    ap.add_argument("--model-kwargs", type=json.loads, default=None, metavar="JSON",
+                    help="with --weights: architecture kwargs over the file's, e.g. '{\"refine\": 2}'")
     ap.add_argument("--analysis-pixels", type=int, default=0, help="with --weights: the candidate's "
                     "ModelSpec.analysis_pixels (the frame area it analyses at scale=None; 0: scale=None is 1.0)")
     ap.add_argument("--peers", default="mvflow,minterp,source", help="peer methods, comma separated ('' for none)")
@@ -411,15 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     global CANDIDATE
-    if a.analysis_pixels and not a.weights:
-        raise SystemExit("bench: --analysis-pixels is for the candidate of --weights")
+    if (a.analysis_pixels or a.model_kwargs) and not a.weights:
+        raise SystemExit("bench: --analysis-pixels and --model-kwargs are for the candidate of --weights")
     if a.weights:
         if not Path(a.weights).is_file():
             raise SystemExit(f"bench: --weights {a.weights}: no such file")
         from vs_vgan.models.loader import exported_spec
 
         try:
-            CANDIDATE = exported_spec(a.weights, a.analysis_pixels)
+            CANDIDATE = exported_spec(a.weights, a.analysis_pixels, a.model_kwargs)
         except ValueError as exc:
             raise SystemExit(f"bench: --weights {a.weights}: {exc}") from None
 
@@ -452,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(clip=os.path.basename(a.clip), source_frames=frames)
     if CANDIDATE is not None:
         meta.update(weights=CANDIDATE.weights, weights_sha256=CANDIDATE.sha256,
-                    analysis_pixels=CANDIDATE.analysis_pixels)
+                    analysis_pixels=CANDIDATE.analysis_pixels, model_kwargs=json.loads(json.dumps(dict(CANDIDATE.kwargs))))
     log(f"{meta['device_name']} ({meta['device']}, {meta['dtype']}), {meta['cores']} cores, "
         f"core.num_threads {meta['core_threads']}, torch {meta['torch']}, VapourSynth {meta['vapoursynth']}")
     report: dict = {"meta": meta}

@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a vs_vgan setting to score (default: vgan={})")
     ap.add_argument("--weights", help="score this safetensors file (from train_interp.py --export) as the vgan "
                     "model instead of the default: for candidates before they ship")
+    ap.add_argument("--model-kwargs", type=json.loads, default=None, metavar="JSON",
+                    help="with --weights: architecture kwargs over the file's, e.g. '{\"refine\": 2}'")
     ap.add_argument("--analysis-pixels", type=int, default=0, help="with --weights: the candidate's "
                     "ModelSpec.analysis_pixels (the frame area it analyses at scale=None; 0: scale=None is 1.0)")
     ap.add_argument("--gaps", default="2", help="held-out gaps for --bbb, comma separated (2: 2x; 4: every 4th "
@@ -243,12 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise SystemExit(f"eval_interp: --vgan needs NAME=JSON; got {item!r}")
         methods.append((name, json.loads(js)))
-    if a.analysis_pixels and not a.weights:
-        raise SystemExit("eval_interp: --analysis-pixels is for the candidate of --weights")
+    if (a.analysis_pixels or a.model_kwargs) and not a.weights:
+        raise SystemExit("eval_interp: --analysis-pixels and --model-kwargs are for the candidate of --weights")
     if a.weights:
         from vs_vgan.models.loader import exported_spec
 
-        spec = exported_spec(a.weights, a.analysis_pixels)
+        try:
+            spec = exported_spec(a.weights, a.analysis_pixels, a.model_kwargs)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"eval_interp: --weights {a.weights}: {exc}") from None
         methods = [(n, {"model": spec, **kw} if kw is not None and "model" not in kw else kw) for n, kw in methods]
     bench = Path(a.bench)
     hb = load_bench(bench / "heldout.py", "vgan_bench_heldout")

@@ -110,7 +110,8 @@ def test_bench_cluster_times_one_machine_against_a_local_cluster(clip, tmp_path)
 
 def test_bench_times_a_candidate_of_weights(clip, tmp_path):
     """--weights: an exported generator (here a tiny grown one) is the model of the vs_vgan
-    settings that name none and of the model-only figures, at its scale=None."""
+    settings that name none and of the model-only figures, at its scale=None, with the
+    architecture settings of --model-kwargs over the file's (recorded in the report)."""
     from safetensors.torch import save_file
 
     from conftest import TINY_FLOW_KWARGS, seeded_state_dict
@@ -124,13 +125,16 @@ def test_bench_times_a_candidate_of_weights(clip, tmp_path):
     r = bench("--clip", str(clip), "--sizes", "64", "--frames", "8", "--device", "cpu", "--conversions", "2x",
               "--vgan", "cand={}", "--vgan", 'blend={"model": "blend"}', "--peers", "", "--no-bridge",
               "--model-iters", "1", "--weights", str(weights), "--analysis-pixels", "1000",
-              "--work", str(tmp_path / "work"), "--json", str(out))
+              "--model-kwargs", '{"refine": [2, 1]}', "--work", str(tmp_path / "work"), "--json", str(out))
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["meta"]["weights"] == str(weights.resolve()) and report["meta"]["analysis_pixels"] == 1000
+    assert report["meta"]["model_kwargs"] == json.loads(json.dumps({**kwargs, "refine": [2, 1]}))
     assert {row["method"] for row in report["rows"]} == {"cand", "blend"}
     assert all(row["fps"] > 0 for row in report["rows"])
     model = report["model"][0]
     assert model["model"] == "cand" and model["scale"] == 0.25  # 114x64 at 0.25 is 456 pixels <= 1000
     refused = bench("--clip", str(clip), "--analysis-pixels", "5")
-    assert refused.returncode != 0 and "--analysis-pixels is for the candidate" in refused.stderr
+    assert refused.returncode != 0 and "--analysis-pixels and --model-kwargs are for the candidate" in refused.stderr
+    bad = bench("--clip", str(clip), "--weights", str(weights), "--model-kwargs", '{"refine": [3]}')
+    assert bad.returncode != 0 and "refine must be a list of steps" in bad.stderr

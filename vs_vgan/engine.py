@@ -381,6 +381,8 @@ class Runner:
         if self.caps.scales:  # padded for the motion estimation at its scale
             self.modulo = math.lcm(self.modulo, int(self.net.modulo_for(self.scale)))
         self.planar = self.caps.planar and bridge.planar
+        # Lucas-Kanade steps on the flows from t (FlowInterpolator.refine), guided by the luma
+        self.refine = bool(self.net.refine) if self.planar else False
         # only networks that estimate motion at a scale take it; others are called as before
         self.encode_kw = {"scale": self.scale} if self.scale != 1.0 else {}
         self.frames = ComputeCache(cache_size + 1)
@@ -443,7 +445,8 @@ class Runner:
         of :meth:`frame_data`, so that a prediction can be the context of the next one."""
         if self.planar:
             rgb = self.bridge.planes_to_rgb(out, props, self.scale)
-            return self.net.prepare(None, self.scale, analysed=rgb), out
+            guide = self.net.refine_guides(self.bridge.planes_to_luma(out, props)) if self.refine else None
+            return self.net.prepare(None, self.scale, analysed=rgb), out, guide
         if self.analyses:
             return self.net.prepare(out, **self.encode_kw)
         return pad_to_modulo(out, self.modulo)
@@ -452,7 +455,7 @@ class Runner:
         """The pair state of two frame states (for a network without ``pair_state``, the
         two padded frames)."""
         if self.planar:
-            return self.net.pair(a[0], b[0]), a[1], b[1]
+            return self.net.pair(a[0], b[0]), a[1], b[1], a[2], b[2]
         if self.analyses:
             return self.net.pair(a, b)
         if not self.caps.pair_state:
@@ -464,8 +467,10 @@ class Runner:
         RGB tensor ``(1, 3, H, W)``.  ``props`` (the output frame's) choose the YUV matrix."""
         tt = torch.full((1, 1, 1, 1), t, device=self.device, dtype=self.dtype)
         if self.planar:
-            state, planes0, planes1 = state
+            state, planes0, planes1, guide0, guide1 = state
             flows_t, fine = self.net.fields(state, tt)
+            if self.refine:
+                flows_t = self.net.refine_flows(flows_t, tt, self.scale, guide0, guide1)
             size = (self.bridge.height, self.bridge.width)
             return [self.net.render(flows_t, fine, tt, self.scale, p0, p1, size=size, mix=mix, bounds=bounds)
                     for p0, p1, (mix, bounds) in zip(planes0, planes1, self.bridge.plane_mixes(props))]

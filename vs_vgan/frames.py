@@ -299,6 +299,11 @@ class FrameBridge:
         uv = uv * c_mul + c_add
         return torch.cat([y + term for term in self._yuv(props).chroma_terms(uv[:, :1], uv[:, 1:])], 1)
 
+    def planes_to_luma(self, planes: Sequence[torch.Tensor], props: Mapping[str, Any]) -> torch.Tensor:
+        """The luma ``(1, 1, h, w)`` of :meth:`to_planes`' output in 0..1 (black to white)."""
+        y_add, y_mul, _, _ = self._normalisation(props)
+        return planes[0][:, :1] * y_mul + y_add
+
     def plane_mixes(self, props: Mapping[str, Any]) -> list[PlaneMix]:
         """Per group of :meth:`to_planes`: the ``(k, 3)`` matrix taking an RGB difference
         (0..1 units) to the planes' sample values, and the ``(low, high)`` bounds of the

@@ -20,7 +20,9 @@ anything):
   node's ``scale`` (< 1: motion estimated on smaller frames) as ``forward(..., scale=s)``
   and says the padding it then needs, ``modulo_for(scale)`` (RIFE's own scale list);
 * ``planar``: a :class:`PlanarNetwork` renders YUV and GRAY frames in their own planes
-  (``fields`` then ``render`` per group of equally sized planes);
+  (``fields`` then ``render`` per group of equally sized planes); with ``refine`` steps,
+  the flows of ``fields`` go through ``refine_flows`` first, guided by each frame's luma
+  (``refine_guides``, made once per frame);
 * ``context`` > 0: a predictor.  Frame ``n`` is made from the ``context`` frames before
   it, as the pair state of the last two rendered at ``t`` (:attr:`Capabilities.t`: 2.0 is
   one step past the pair); predictors need not derive from any interpolator.
@@ -98,7 +100,16 @@ class ScaledNetwork(Protocol):
 
 @runtime_checkable
 class PlanarNetwork(Protocol):
+    #: factors of the Lucas-Kanade steps :meth:`refine_flows` takes (empty: none, and the
+    #: engine makes no guides)
+    refine: tuple[int, ...]
+
     def fields(self, state: Any, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def refine_guides(self, luma: torch.Tensor) -> Any: ...
+
+    def refine_flows(self, flows_t: torch.Tensor, t: torch.Tensor, scale: float, guides0: Any,
+                     guides1: Any) -> torch.Tensor: ...
 
     def render(self, flows_t: torch.Tensor, fine: torch.Tensor, t: torch.Tensor, scale: float,
                img0: torch.Tensor, img1: torch.Tensor, **kwargs: Any) -> torch.Tensor: ...

@@ -29,7 +29,7 @@ padded inside (edge replication) to a multiple of :attr:`modulo`, and the full-s
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from torch import nn
 from .contract import Capabilities
 
 __all__ = ["FlowInterpolator", "FrameAnalysis", "PairState", "warp", "correlation", "convex_upsample", "grow_state",
-           "SCALES"]
+           "luma_guide", "guide_pyramid", "SCALES"]
 
 # analysis scales the generator accepts (powers of two keep the pyramid exact)
 SCALES = (1.0, 0.5, 0.25)
@@ -194,6 +194,67 @@ def _resize_flow(flow: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return out * scale.view(1, -1, 1, 1)
 
 
+#: BT.709 luma weights: the refinement's guide of RGB frames
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def luma_guide(img: torch.Tensor) -> torch.Tensor:
+    """BT.709 luma ``(B, 1, h, w)`` of RGB frames ``(B, 3, h, w)`` in 0..1: the guide
+    :meth:`FlowInterpolator.refine_flows` takes from RGB frames (the engine takes it from
+    the luma plane of YUV and GRAY frames)."""
+    r, g, b = _LUMA
+    return img[:, :1] * r + img[:, 1:2] * g + img[:, 2:3] * b
+
+
+def guide_pyramid(luma: torch.Tensor, downs: Sequence[int], have: int = 1) -> dict[int, torch.Tensor]:
+    """``{d: luma block-averaged by d}`` for each ``d`` of ``downs`` (powers of two), from a
+    luma already block-averaged by ``have``, by halvings.  Sizes that do not divide lose
+    their last row or column, as ``avg_pool2d`` does."""
+    out: dict[int, torch.Tensor] = {}
+    x, at = luma, have
+    for d in sorted(set(downs)):
+        if d < at:
+            raise ValueError(f"guide_pyramid: the luma is averaged by {have}, so it has no level {d}")
+        while at < d:
+            h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+            x = _block_mean(x[..., :h, :w], 2)
+            at *= 2
+        out[d] = x
+    return out
+
+
+def _block_mean(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Means of ``factor`` x ``factor`` blocks (a power of two dividing the size), by
+    halvings of strided sums: several times faster than ``avg_pool2d`` on the CPU."""
+    while factor > 1:
+        x = (x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+        factor //= 2
+    return x
+
+
+def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over the ``size`` x ``size`` window (odd) around each sample, edges replicated
+    (separable sums of shifted slices: faster than ``avg_pool2d`` on the CPU)."""
+    if size <= 1:
+        return x
+    r = size // 2
+    p = F.pad(x, (r, r, r, r), mode="replicate")
+    h, w = x.shape[-2:]
+    rows = p[..., :, 0:w].clone()
+    for i in range(1, size):
+        rows += p[..., :, i:i + w]
+    out = rows[..., 0:h, :].clone()
+    for i in range(1, size):
+        out += rows[..., i:i + h, :]
+    return out.mul_(1.0 / (size * size))
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences of ``(B, 1, h, w)`` along x and y (one-sided at the edges)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5, (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5
+
+
 def _bilinear_logits(s: int, floor: float = 1e-4) -> torch.Tensor:
     """Logits ``(9 * s * s,)`` (channel ``k * s * s + i * s + j``: neighbour ``k`` of the
     3x3, row-major, for output phase ``(i, j)``) whose softmax is the bilinear enlargement
@@ -270,7 +331,15 @@ class FlowInterpolator(nn.Module):
 
     Both additions, a level-0 radius and ``convex``, start as the network without them
     (zero flow residual; convex weights equal to the bilinear ones), so a model of the
-    smaller configuration grows into them (:func:`grow_state`)."""
+    smaller configuration grows into them (:func:`grow_state`).
+
+    ``refine``: Lucas-Kanade steps on the flows from ``t`` after the synthesis network
+    (:meth:`refine_flows`; no parameters), coarse to fine: for each step the factor (1, 2,
+    4 or 8) by which the frames' luma is block-averaged for it, e.g. ``(4, 2)``; empty for
+    none.  Each step is solved over windows of about ``refine_window`` such pixels with
+    Tikhonov weight ``refine_lambda``.  A model that analyses motion at a reduced scale
+    gains the finer frames' sub-pixel precision there.  Inference only: training renders
+    without it."""
 
     #: True for subclasses that synthesize outside the pair (t > 1): the blend weight is
     #: then the network's own, without the visibility prior of t.
@@ -278,7 +347,8 @@ class FlowInterpolator(nn.Module):
     capabilities = Capabilities(pair_state=True, frame_analysis=True, planar=True)
 
     def __init__(self, channels: Sequence[int] = (16, 32, 48, 64), radius: Sequence[int] = (0, 2, 3, 4),
-                 stem: int = 4, synth: int = 24, convex: bool = False) -> None:
+                 stem: int = 4, synth: int = 24, convex: bool = False, refine: Sequence[int] = (),
+                 refine_window: int = 8, refine_lambda: float = 1e-5) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         radius = tuple(int(r) for r in radius)
@@ -289,8 +359,17 @@ class FlowInterpolator(nn.Module):
                              f"got channels={channels}, radius={radius}")
         if any(r < 0 for r in radius) or any(r == 0 for r in radius[1:]):
             raise ValueError(f"FlowInterpolator: radius must be >= 0, and > 0 above level 0; got {radius}")
+        if isinstance(refine, (str, bytes)) or not isinstance(refine, Sequence) \
+                or any(isinstance(d, bool) or d not in (1, 2, 4, 8) for d in refine):
+            raise ValueError(f"FlowInterpolator: refine must be a list of steps, each 1, 2, 4 or 8; got {refine!r}")
+        if int(refine_window) != refine_window or refine_window < 1:
+            raise ValueError(f"FlowInterpolator: refine_window must be an int >= 1; got {refine_window!r}")
+        if not float(refine_lambda) > 0.0:
+            raise ValueError(f"FlowInterpolator: refine_lambda must be > 0; got {refine_lambda!r}")
         self.channels, self.radius, self.stem, self.synth = channels, radius, stem, synth
         self.convex = bool(convex)
+        self.refine = tuple(int(d) for d in refine)
+        self.refine_window, self.refine_lambda = int(refine_window), float(refine_lambda)
         self.modulo = stem * 2 ** len(channels)
         c0 = channels[0]
         stem_conv = _conv(3, c0, kernel=3) if stem == 1 else nn.Sequential(nn.Conv2d(3, c0, stem, stem), nn.LeakyReLU(0.1, inplace=True))
@@ -434,7 +513,81 @@ class FlowInterpolator(nn.Module):
         the size of the frames given to :meth:`prepare` / :meth:`encode`."""
         assert state.img0 is not None and state.img1 is not None, "a pair state prepared with img=None has no frames"
         flows_t, fine = self.fields(state, t)
+        if self.refine:
+            flows_t = self.refine_flows(flows_t, t, state.scale, self.refine_guides(luma_guide(state.img0)),
+                                        self.refine_guides(luma_guide(state.img1)))
         return self.render(flows_t, fine, t, state.scale, state.img0, state.img1)
+
+    def refine_guides(self, luma: torch.Tensor) -> dict[int, torch.Tensor]:
+        """A frame's guides for :meth:`refine_flows` from its luma ``(B, 1, h, w)`` in 0..1."""
+        return guide_pyramid(luma, self.refine)
+
+    def refine_flows(self, flows_t: torch.Tensor, t: torch.Tensor, scale: float,
+                     guides0: Mapping[int, torch.Tensor], guides1: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """The flows from ``t`` of :meth:`fields` after the Lucas-Kanade steps of :attr:`refine`.
+
+        ``guides0``, ``guides1``: per step's factor ``d``, the frame's luma ``(B, 1, h // d,
+        w // d)`` in 0..1, block-averaged by ``d`` (:func:`guide_pyramid`).  Each step warps
+        both guides to ``t`` and corrects the motion ``m`` (``F01``) by the Gauss-Newton
+        step that makes them agree: with ``G`` the gradient of their blend at ``t`` and
+        ``e`` their difference, ``m = -(sum G G^T + lambda I)^-1 sum G e`` over a window
+        around each point of the flows' grid, clamped to one guide pixel; the flows to frame
+        0 move by ``-t m``, those to frame 1 by ``(1 - t) m``.  The sums are taken at the
+        coarser of the flows' grid and the guide's (block means, then a box with edges
+        replicated), so a step costs a few operations at its guide's size."""
+        flows = flows_t
+        for d in self.refine:
+            flows = self._lucas_kanade(flows, t, scale, d, guides0[d], guides1[d])
+        return flows
+
+    def _lucas_kanade(self, flows: torch.Tensor, t: torch.Tensor, scale: float, d: int,
+                      guide0: torch.Tensor, guide1: torch.Tensor) -> torch.Tensor:
+        """One step of :meth:`refine_flows` on guides block-averaged by ``d``."""
+        dtype = flows.dtype
+        t = t.to(dtype)
+        hf, wf = flows.shape[-2:]
+        # the analysed (padded) frame at the guide's resolution, and how it relates to the flows' grid
+        gh, gw = round(hf / scale / d), round(wf / scale / d)
+        g0, g1 = (F.pad(g.to(dtype), (0, max(gw - g.shape[-1], 0), 0, max(gh - g.shape[-2], 0)),
+                        mode="replicate")[..., :gh, :gw] for g in (guide0, guide1))
+        k = self.stem / scale / d  # guide pixels per level-0 pixel (the flows' unit)
+        up = gh // hf if gh % hf == 0 and gw == wf * (gh // hf) else 0  # guide pixels per flow cell
+        up = up if up & (up - 1) == 0 else 0  # (a power of two, as the scales and the steps are)
+        if up == 0 and gh >= hf:
+            raise ValueError(f"FlowInterpolator.refine_flows: the guides ({gh}x{gw} padded) are not a power-of-two "
+                             f"enlargement of the flows' grid ({hf}x{wf})")
+        cells = max(1, self.refine_window // up) if up >= 2 else self.refine_window
+        cells += 1 - cells % 2  # odd: the window centred
+        lam = self.refine_lambda
+        dx, dy = 2.0 / max(gw - 1, 1), 2.0 / max(gh - 1, 1)
+        norm = torch.tensor([k * dx, k * dy] * 2, dtype=dtype, device=flows.device).view(1, 4, 1, 1)
+        sums = torch.empty((flows.shape[0], 5, gh, gw), dtype=dtype, device=flows.device)
+        if up >= 1:  # identity + flow on the flows' grid, enlarged into the sampling grids
+            base = self._base_grid(hf, wf, flows.device, dtype, stride=up, step=(dx, dy))
+            low = (flows * norm).permute(0, 2, 3, 1)
+            grids = [low[..., i:i + 2] + base for i in (0, 2)]
+            if up > 1:
+                grids = [_grid_upsample(g, up, (up * dx, up * dy)) for g in grids]
+            w0, w1 = (F.grid_sample(g, grid, mode="bilinear", padding_mode="border", align_corners=True)
+                      for g, grid in zip((g0, g1), grids))
+        else:  # the guides coarser than the flows' grid
+            fu = F.interpolate(flows, size=(gh, gw), mode="bilinear", align_corners=False, antialias=True) * k
+            w0, w1 = warp(g0, fu[:, :2]), warp(g1, fu[:, 2:])
+        gx, gy = _gradients(torch.lerp(w1, w0, t))  # (1 - t) grad w1 + t grad w0
+        e = w1.sub_(w0)
+        torch.mul(gx, gx, out=sums[:, 0:1])
+        torch.mul(gx, gy, out=sums[:, 1:2])
+        torch.mul(gy, gy, out=sums[:, 2:3])
+        torch.mul(gx, e, out=sums[:, 3:4])
+        torch.mul(gy, e, out=sums[:, 4:5])
+        m = _box_mean(_block_mean(sums, up) if up >= 2 else sums, cells)
+        a, bb, c = m[:, 0:1] + lam, m[:, 1:2], m[:, 2:3] + lam
+        ex, ey = m[:, 3:4], m[:, 4:5]
+        det = a * c - bb * bb
+        delta = torch.cat(((bb * ey - c * ex) / det, (bb * ex - a * ey) / det), 1).clamp_(-1.0, 1.0) / k
+        if delta.shape[-2:] != (hf, wf):
+            delta = F.interpolate(delta, size=(hf, wf), mode="bilinear", align_corners=False)
+        return flows + torch.cat((-t * delta, (1 - t) * delta), 1)
 
     def render(self, flows_t: torch.Tensor, fine: torch.Tensor, t: torch.Tensor, scale: float,
                img0: torch.Tensor, img1: torch.Tensor, *, size: tuple[int, int] | None = None,

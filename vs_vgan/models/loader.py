@@ -17,6 +17,7 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -118,13 +119,16 @@ def rife(path: str | os.PathLike[str], version: RifeVersion | None = None, *, fu
 _rife_layouts: dict[tuple[str, int, int], tuple[str, str]] = {}
 
 
-def exported_spec(path: str | os.PathLike[str], analysis_pixels: int = 0) -> ModelSpec:
+def exported_spec(path: str | os.PathLike[str], analysis_pixels: int = 0,
+                  model_kwargs: Mapping[str, Any] | None = None) -> ModelSpec:
     """The :class:`ModelSpec` of a generator exported by ``scripts/train_interp.py --export``
     (or ``train_predict.py``): its architecture's kwargs and task from the file's metadata,
     named after the file; ``analysis_pixels`` as ModelSpec's (what ``scale=None`` then
     chooses).  For candidates scored and timed before they ship (``scripts/eval_interp.py``
-    and ``scripts/bench.py`` ``--weights``).  ValueError for a file that is not safetensors
-    or has no such metadata."""
+    and ``scripts/bench.py`` ``--weights``).  ``model_kwargs``: architecture kwargs set over the
+    file's (settings without parameters, such as ``FlowInterpolator``'s ``refine``).
+    ValueError for a file that is not safetensors or has no such metadata, and for kwargs
+    the architecture refuses."""
     from safetensors import SafetensorError, safe_open
 
     full = Path(path).expanduser().resolve()
@@ -137,7 +141,8 @@ def exported_spec(path: str | os.PathLike[str], analysis_pixels: int = 0) -> Mod
         raise ValueError(f"exported_spec: {full} has no training config in its metadata (not written by "
                          "train_interp.py --export)")
     config = json.loads(meta["config"])
-    kwargs, task = config["model"], config.get("task", "interpolate")
+    kwargs, task = dict(config["model"]), config.get("task", "interpolate")
+    kwargs.update(model_kwargs or {})
     arch = "flow-predict" if task == "predict" else "flow"
     modulo = getattr(_build(_architecture(arch), ModelSpec(name=full.stem, task=task, arch=arch, kwargs=kwargs),
                             "exported_spec"), "modulo", 1)
