@@ -338,8 +338,8 @@ class FlowInterpolator(nn.Module):
     4 or 8) by which the frames' luma is block-averaged for it, e.g. ``(4, 2)``; empty for
     none.  Each step is solved over windows of about ``refine_window`` such pixels with
     Tikhonov weight ``refine_lambda``.  A model that analyses motion at a reduced scale
-    gains the finer frames' sub-pixel precision there.  Inference only: training renders
-    without it."""
+    gains the finer frames' sub-pixel precision there.  Training renders through the steps
+    too (``scripts/train_interp.py``), so a model can be fine-tuned with them."""
 
     #: True for subclasses that synthesize outside the pair (t > 1): the blend weight is
     #: then the network's own, without the visibility prior of t.
@@ -561,8 +561,7 @@ class FlowInterpolator(nn.Module):
         lam = self.refine_lambda
         dx, dy = 2.0 / max(gw - 1, 1), 2.0 / max(gh - 1, 1)
         norm = torch.tensor([k * dx, k * dy] * 2, dtype=dtype, device=flows.device).view(1, 4, 1, 1)
-        sums = torch.empty((flows.shape[0], 5, gh, gw), dtype=dtype, device=flows.device)
-        if up >= 1:  # identity + flow on the flows' grid, enlarged into the sampling grids
+        if up >= 1 and not torch.is_grad_enabled():  # identity + flow on the flows' grid, enlarged into the grids
             base = self._base_grid(hf, wf, flows.device, dtype, stride=up, step=(dx, dy))
             low = (flows * norm).permute(0, 2, 3, 1)
             grids = [low[..., i:i + 2] + base for i in (0, 2)]
@@ -570,16 +569,17 @@ class FlowInterpolator(nn.Module):
                 grids = [_grid_upsample(g, up, (up * dx, up * dy)) for g in grids]
             w0, w1 = (F.grid_sample(g, grid, mode="bilinear", padding_mode="border", align_corners=True)
                       for g, grid in zip((g0, g1), grids))
-        else:  # the guides coarser than the flows' grid
-            fu = F.interpolate(flows, size=(gh, gw), mode="bilinear", align_corners=False, antialias=True) * k
+        else:  # the guides coarser than the flows' grid, or training (the fast path writes in place)
+            fu = F.interpolate(flows, size=(gh, gw), mode="bilinear", align_corners=False, antialias=gh < hf) * k
             w0, w1 = warp(g0, fu[:, :2]), warp(g1, fu[:, 2:])
         gx, gy = _gradients(torch.lerp(w1, w0, t))  # (1 - t) grad w1 + t grad w0
-        e = w1.sub_(w0)
-        torch.mul(gx, gx, out=sums[:, 0:1])
-        torch.mul(gx, gy, out=sums[:, 1:2])
-        torch.mul(gy, gy, out=sums[:, 2:3])
-        torch.mul(gx, e, out=sums[:, 3:4])
-        torch.mul(gy, e, out=sums[:, 4:5])
+        e = w1 - w0
+        if torch.is_grad_enabled():
+            sums = torch.cat((gx * gx, gx * gy, gy * gy, gx * e, gy * e), 1)
+        else:  # into one buffer, without the copies of a cat
+            sums = torch.empty((flows.shape[0], 5, gh, gw), dtype=dtype, device=flows.device)
+            for i, (p, q) in enumerate(((gx, gx), (gx, gy), (gy, gy), (gx, e), (gy, e))):
+                torch.mul(p, q, out=sums[:, i:i + 1])
         m = _box_mean(_block_mean(sums, up) if up >= 2 else sums, cells)
         a, bb, c = m[:, 0:1] + lam, m[:, 1:2], m[:, 2:3] + lam
         ex, ey = m[:, 3:4], m[:, 4:5]
