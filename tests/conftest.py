@@ -142,6 +142,20 @@ def seeded_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch
     return state
 
 
+def write_exported_flow(path, kwargs: dict, seed: int = 3):
+    """A seeded flow generator of ``kwargs`` saved as ``train_interp.py --export`` writes one
+    (the training config in its metadata), for the scripts' ``--weights``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from vs_vgan.models.flownet import FlowInterpolator
+
+    save_file(seeded_state_dict(FlowInterpolator(**kwargs), seed), str(path),
+              metadata={"step": "1", "config": json.dumps({"task": "interpolate", "model": kwargs})})
+    return path
+
+
 def assert_planar_luma_is_rgb_luma(net, a: torch.Tensor, b: torch.Tensor,
                                    scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp, blend and residual are linear in the image: rendering a luma plane of frames

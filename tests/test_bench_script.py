@@ -112,15 +112,10 @@ def test_bench_times_a_candidate_of_weights(clip, tmp_path):
     """--weights: an exported generator (here a tiny grown one) is the model of the vs_vgan
     settings that name none and of the model-only figures, at its scale=None, with the
     architecture settings of --model-kwargs over the file's (recorded in the report)."""
-    from safetensors.torch import save_file
-
-    from conftest import TINY_FLOW_KWARGS, seeded_state_dict
-    from vs_vgan.models.flownet import FlowInterpolator
+    from conftest import TINY_FLOW_KWARGS, write_exported_flow
 
     kwargs = {**TINY_FLOW_KWARGS, "radius": [1, 1], "convex": True}
-    weights = tmp_path / "cand.safetensors"
-    save_file(seeded_state_dict(FlowInterpolator(**kwargs), 3), str(weights),
-              metadata={"step": "1", "config": json.dumps({"task": "interpolate", "model": kwargs})})
+    weights = write_exported_flow(tmp_path / "cand.safetensors", kwargs)
     out = tmp_path / "bench.json"
     r = bench("--clip", str(clip), "--sizes", "64", "--frames", "8", "--device", "cpu", "--conversions", "2x",
               "--vgan", "cand={}", "--vgan", 'blend={"model": "blend"}', "--peers", "", "--no-bridge",

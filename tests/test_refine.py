@@ -157,19 +157,14 @@ def test_tune_refine_scores_schedules_on_footage(tmp_path):
     import sys
     from pathlib import Path
 
-    from safetensors.torch import save_file
-
-    from conftest import ffmpeg_exe
+    from conftest import ffmpeg_exe, write_exported_flow
 
     root = Path(__file__).resolve().parent.parent
     clip = tmp_path / "moving.mp4"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc2=size=96x64:rate=24:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
                    check=True)
-    weights = tmp_path / "cand.safetensors"
-    kwargs = dict(TINY_FLOW_KWARGS)
-    save_file(seeded_state_dict(FlowInterpolator(**kwargs), 3), str(weights),
-              metadata={"step": "1", "config": json.dumps({"task": "interpolate", "model": kwargs})})
+    weights = write_exported_flow(tmp_path / "cand.safetensors", dict(TINY_FLOW_KWARGS))
     out = tmp_path / "tune.json"
     script = [sys.executable, str(root / "scripts" / "tune_refine.py"), "--weights", str(weights), "--data", str(tmp_path),
               "--clips", clip.name, "--analysis-pixels", "2000"]

@@ -512,11 +512,19 @@ class FlowInterpolator(nn.Module):
         """The frame at ``t`` (``(B, 1, 1, 1)`` in (0, 1)) between the encoded pair, at
         the size of the frames given to :meth:`prepare` / :meth:`encode`."""
         assert state.img0 is not None and state.img1 is not None, "a pair state prepared with img=None has no frames"
+        flows_t, fine = self.refined_fields(state, t)
+        return self.render(flows_t, fine, t, state.scale, state.img0, state.img1)
+
+    def refined_fields(self, state: PairState, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`fields`, the flows then through :meth:`refine_flows` guided by the BT.709
+        luma of the pair state's RGB frames (what :meth:`synthesize` renders, and training
+        too).  The planar path of the engine guides by the luma plane instead."""
         flows_t, fine = self.fields(state, t)
         if self.refine:
+            assert state.img0 is not None and state.img1 is not None, "refinement needs the pair state's frames"
             flows_t = self.refine_flows(flows_t, t, state.scale, self.refine_guides(luma_guide(state.img0)),
                                         self.refine_guides(luma_guide(state.img1)))
-        return self.render(flows_t, fine, t, state.scale, state.img0, state.img1)
+        return flows_t, fine
 
     def refine_guides(self, luma: torch.Tensor) -> dict[int, torch.Tensor]:
         """A frame's guides for :meth:`refine_flows` from its luma ``(B, 1, h, w)`` in 0..1."""

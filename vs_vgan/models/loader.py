@@ -15,9 +15,9 @@ import importlib.resources
 import json
 import os
 import threading
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch

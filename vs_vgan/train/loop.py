@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.flownet import FlowInterpolator, PairState, luma_guide, warp
+from ..models.flownet import FlowInterpolator, PairState, warp
 from ..models.prednet import FlowPredictor
 from . import losses as L
 from .config import TrainConfig
@@ -210,11 +210,8 @@ def _generate(net: FlowInterpolator, batch: Batch,
         state = net.encode(batch["img0"], batch["img1"])
         return net.predict_state(state), state, None
     state = net.encode(batch["img0"], batch["img1"], scale)
-    flows_t, fine = net.fields(state, batch["t"])
+    flows_t, fine = net.refined_fields(state, batch["t"])  # with the model's Lucas-Kanade steps, as inference
     assert state.img0 is not None and state.img1 is not None  # encode keeps the frames
-    if net.refine:  # the Lucas-Kanade steps the model runs with, as its synthesize does
-        flows_t = net.refine_flows(flows_t, batch["t"], state.scale, net.refine_guides(luma_guide(state.img0)),
-                                   net.refine_guides(luma_guide(state.img1)))
     pred = net.render(flows_t, fine, batch["t"], state.scale, state.img0, state.img1)
     return pred, state, flows_t[:, :4]
 
